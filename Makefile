@@ -1,0 +1,40 @@
+# Two commands do all set-up on a fresh machine (Python 3.11 + package registries):
+#   make demo   simulated ALOHA closed loop through the ROS graph, headless
+#   make test   the whole test suite
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.deps_stamp
+export MUJOCO_GL ?= egl
+export PYOPENGL_PLATFORM ?= egl
+export ROS_LOCALHOST_ONLY ?= 1
+
+.PHONY: setup demo test bench msgs sysdeps clean
+
+setup: $(STAMP) msgs
+
+# Headless MuJoCo rendering needs EGL + Mesa's software driver (Debian package names).
+sysdeps:
+	@scripts/install_sysdeps.sh
+
+$(STAMP): requirements.txt setup.py | sysdeps
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
+	@touch $(STAMP)
+
+msgs: $(STAMP)
+	@scripts/build_msgs.sh $(VENV)
+
+demo: setup
+	$(VENV)/bin/cosmos-policy-ros demo --config config/aloha.yaml $(DEMO_ARGS)
+
+test: setup
+	$(PY) -m pytest -q test $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf build $(VENV)
