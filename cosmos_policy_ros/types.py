@@ -19,12 +19,16 @@ class Observation:
     images: camera name -> uint8 RGB array ``[height, width, 3]``.
     joint_positions: ``[dof]`` float64 in the config's joint order.
     stamp_ns: time of the observation (the newest message that made it), nanoseconds.
+    task: the language instruction.
     """
 
     stamp_ns: int
     images: dict[str, np.ndarray]
     joint_positions: np.ndarray
     task: str = ""
+    # Simulation-only ground truth some scripted policies use (e.g. "object_pose":
+    # [7] xyz + wxyz). Never filled on a real robot.
+    privileged: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
