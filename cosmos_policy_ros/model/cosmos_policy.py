@@ -1,0 +1,343 @@
+"""``CosmosPolicy``: the ``Policy`` implementation on top of a checkpoint folder, plus
+the batched APIs the planner uses.
+
+Pipeline for one observation (each stage timed in ``last_timings``, seconds):
+
+1. ``preprocess``: images -> JPEG round trip (optional), resize, 90%-area center crop.
+2. ``vae_encode``: the raw video (blank frame, then 4 copies of each slot's image or a
+   black placeholder) -> Wan2.1 latents, normalized; the normalized proprio is injected
+   into its frame. Result: ``EncodedObservation`` (done once per observation).
+3. ``denoise``: the multistep sampler in the requested mode (policy / world model / value).
+4. ``decode``: optional, future camera images decoded from the sample.
+
+Stable planner-facing API (see the method docstrings):
+
+- ``encode_observation(obs) -> EncodedObservation``
+- ``sample_candidates(obs_or_encoded, num_candidates, seed) -> list[PolicyOutput]``
+  (one batched sampler call; candidate i of seed s is reproducible)
+- ``predict_outcomes(obs_or_encoded, action_chunks [N, horizon, dof], num_future_samples,
+  num_value_samples, seed) -> OutcomePrediction`` (world model then value, batched over
+  all candidates x ensemble members), meant for the planning-model instance.
+
+An ``EncodedObservation`` made by the policy model can be passed to the planning model
+when both use the same VAE and preprocessing (true for the released ALOHA pair).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..types import Observation, PolicyOutput
+from .checkpoint import CosmosCheckpoint, PolicyConfig
+from .denoiser import Denoiser, TorchDenoiser
+from .layout import extract, inject
+from .preprocessing import preprocess_image
+from .sampler import MultistepSampler, initial_noise
+
+
+@dataclass(frozen=True)
+class EncodedObservation:
+    """An observation in latent space, ready for any mode.
+
+    latents: ``[1, 16, T, h, w]`` float32, normalized VAE latents with the normalized
+        proprio injected (the clean condition values).
+    placeholder_latents: ``[1, 16, T, h, w]`` the same before injection (black frames),
+        used to decode images without the injected vectors' artifacts.
+    text_embedding: ``[1, L, D]``.
+    """
+
+    latents: torch.Tensor
+    placeholder_latents: torch.Tensor
+    text_embedding: torch.Tensor
+    joint_positions: np.ndarray
+    model_images: dict[str, np.ndarray]
+    stamp_ns: int = 0
+    task: str = ""
+
+
+@dataclass(frozen=True)
+class OutcomePrediction:
+    """World-model and value predictions for N action chunks.
+
+    future_joint_positions: ``[N, S, dof]`` predicted proprio after each chunk, robot units.
+    values: ``[N, S, V]`` predicted value in [0, 1] for each of S future samples x V value samples.
+    future_images: camera -> uint8 ``[N, S, H, W, 3]`` when decoding was requested.
+    """
+
+    future_joint_positions: np.ndarray
+    values: np.ndarray
+    future_images: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+class CosmosPolicy:
+    """Cosmos Policy on one checkpoint; implements ``Policy`` (``infer``, ``reset``)."""
+
+    def __init__(
+        self,
+        checkpoint: CosmosCheckpoint,
+        seed: int = 0,
+        decode_future_images: bool = True,
+        denoiser: Denoiser | None = None,
+        max_batch_size: int | None = None,
+    ) -> None:
+        if checkpoint.vae is None:
+            raise ValueError("CosmosPolicy needs a checkpoint loaded with its VAE")
+        self.checkpoint = checkpoint
+        self.config: PolicyConfig = checkpoint.config
+        self.stats = checkpoint.stats
+        self.vae = checkpoint.vae
+        self.denoiser: Denoiser = denoiser if denoiser is not None else TorchDenoiser(checkpoint.transformer)
+        self.sampler = MultistepSampler(self.config.sampler)
+        self.seed = seed
+        self.decode_future_images = decode_future_images
+        self.max_batch_size = max_batch_size
+        self.last_timings: dict[str, float] = {}
+        vae_param = next(self.vae.parameters())
+        self.device, self.dtype = vae_param.device, vae_param.dtype
+        self.temporal_factor = 2 ** sum(self.vae.config.temperal_downsample)
+        z_dim = self.vae.config.z_dim
+        self._latents_mean = torch.tensor(self.vae.config.latents_mean, dtype=torch.float32).view(1, z_dim, 1, 1, 1)
+        self._latents_std = torch.tensor(self.vae.config.latents_std, dtype=torch.float32).view(1, z_dim, 1, 1, 1)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder: str | Path,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        **kwargs,
+    ) -> "CosmosPolicy":
+        """Load a checkpoint folder; bf16 on CUDA, fp32 on CPU unless ``dtype`` is given."""
+        device = torch.device(device) if device is not None else default_device()
+        dtype = dtype or default_dtype(device)
+        return cls(CosmosCheckpoint.from_pretrained(folder, device=device, dtype=dtype), **kwargs)
+
+    # ------------------------------------------------------------------ Policy
+    def reset(self) -> None:
+        """No episode state: every query is seeded with ``self.seed`` (as the official deploy)."""
+        self.last_timings = {}
+
+    def infer(self, observation: Observation) -> PolicyOutput:
+        return self.sample_candidates(observation, num_candidates=1, seed=self.seed)[0]
+
+    # ------------------------------------------------------------------ encoding
+    def text_embedding(self, task: str) -> torch.Tensor:
+        task = task or self.config.default_task
+        table = self.checkpoint.text_embeddings
+        if task not in table:
+            known = sorted(table)[:10]
+            raise KeyError(
+                f"task {task!r} has no precomputed T5 embedding in this checkpoint; known tasks include {known}"
+            )
+        return table[task].to(self.device, torch.float32).unsqueeze(0)
+
+    def preprocess(self, observation: Observation) -> dict[str, np.ndarray]:
+        cfg = self.config
+        missing = [cam for cam in cfg.camera_names if cam not in observation.images]
+        if missing:
+            raise KeyError(f"observation lacks camera images {missing}; the model needs {list(cfg.camera_names)}")
+        return {
+            cam: preprocess_image(observation.images[cam], cfg.image_size, cfg.center_crop_area, cfg.jpeg_quality)
+            for cam in cfg.camera_names
+        }
+
+    def _raw_video(self, images: dict[str, np.ndarray]) -> torch.Tensor:
+        """uint8 video ``[1, 3, 1 + 4 (T-1), S, S]`` in the layout's order."""
+        size = self.config.image_size
+        black = np.zeros((size, size, 3), np.uint8)
+        frames: list[np.ndarray] = []
+        for slot in self.config.layout.slots:
+            if slot.kind == "blank":
+                frames.append(black)
+                continue
+            frame = images[slot.camera] if slot.kind == "image" else black
+            frames.extend([frame] * self.temporal_factor)
+        video = torch.from_numpy(np.stack(frames))  # [F, S, S, 3]
+        return video.permute(3, 0, 1, 2).unsqueeze(0)
+
+    @torch.no_grad()
+    def encode_video(self, video_uint8: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[B, 3, F, S, S]`` -> normalized latents ``[B, 16, T, S/8, S/8]`` float32."""
+        pixels = video_uint8.to(self.device, self.dtype) / 127.5 - 1.0
+        latents = self.vae.encode(pixels).latent_dist.mode().float()
+        return (latents - self._latents_mean.to(latents.device)) / self._latents_std.to(latents.device)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalized latents ``[B, 16, T, h, w]`` -> uint8 video ``[B, F, H, W, 3]``."""
+        z = latents.float() * self._latents_std.to(latents.device) + self._latents_mean.to(latents.device)
+        video = self.vae.decode(z.to(self.dtype)).sample.float()
+        return ((video + 1.0) * 127.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1).cpu()
+
+    @torch.no_grad()
+    def encode_observation(self, observation: Observation) -> EncodedObservation:
+        """Preprocess and VAE-encode once; reuse for any number of candidates/modes."""
+        start = time.perf_counter()
+        images = self.preprocess(observation)
+        joints = np.asarray(observation.joint_positions, np.float64)
+        if joints.shape != (self.config.dof,):
+            raise ValueError(f"joint_positions has shape {joints.shape}, expected ({self.config.dof},)")
+        text = self.text_embedding(observation.task)
+        video = self._raw_video(images)
+        t_pre = time.perf_counter()
+        placeholder = self.encode_video(video)
+        layout = self.config.layout
+        latents = placeholder
+        if layout.has_kind("proprio"):
+            proprio = torch.from_numpy(self.stats.normalize_proprio(joints)).float().to(latents.device)
+            latents = inject(latents, layout.index_of_kind("proprio"), proprio)
+        t_enc = time.perf_counter()
+        self.last_timings = {"preprocess": t_pre - start, "vae_encode": t_enc - t_pre}
+        return EncodedObservation(
+            latents=latents,
+            placeholder_latents=placeholder,
+            text_embedding=text,
+            joint_positions=joints,
+            model_images=images,
+            stamp_ns=observation.stamp_ns,
+            task=observation.task,
+        )
+
+    def _encoded(self, obs: Observation | EncodedObservation) -> EncodedObservation:
+        return obs if isinstance(obs, EncodedObservation) else self.encode_observation(obs)
+
+    # ------------------------------------------------------------------ sampling
+    def _sample(
+        self, clean: torch.Tensor, text: torch.Tensor, mode: str, seed: int
+    ) -> torch.Tensor:
+        """Batched sampling; ``max_batch_size`` splits the batch without changing the noise."""
+        batch = clean.shape[0]
+        noise = initial_noise(tuple(clean.shape), seed).to(clean.device)
+        cond = self.config.layout.condition_frames(mode)
+        steps = self.config.num_steps[mode]
+        size = self.max_batch_size or batch
+        parts = [
+            self.sampler.sample(
+                self.denoiser, clean[i : i + size], cond, text.expand(min(size, batch - i), -1, -1),
+                steps, noise[i : i + size],
+            )
+            for i in range(0, batch, size)
+        ]
+        return torch.cat(parts)
+
+    def _decode_future_images(self, samples: torch.Tensor, encoded: EncodedObservation) -> dict[str, np.ndarray]:
+        """Camera -> uint8 ``[B, H, W, 3]`` from the future image slots of ``samples``."""
+        layout = self.config.layout
+        future = layout.image_slots(future=True)
+        if not future:
+            return {}
+        # Vector frames decode to artifacts; put the black placeholders back (as upstream).
+        restore = torch.tensor([slot.kind != "image" for slot in layout.slots], device=samples.device)
+        clean = encoded.placeholder_latents.to(samples.device).expand_as(samples)
+        latents = torch.where(restore[None, None, :, None, None], clean, samples)
+        last = max(i for i, _ in future)
+        # The Wan VAE decodes causally: frames after the last image slot do not matter.
+        video = self.decode_latents(latents[:, :, : last + 1])
+        return {slot.camera: video[:, (i - 1) * self.temporal_factor + 1].numpy() for i, slot in future}
+
+    @torch.no_grad()
+    def sample_candidates(
+        self, observation: Observation | EncodedObservation, num_candidates: int, seed: int | None = None
+    ) -> list[PolicyOutput]:
+        """Policy mode, ``num_candidates`` samples in one batched sampler call.
+
+        Each output has ``actions [chunk_size, dof]`` (robot units), ``predicted_value``
+        in [0, 1], ``future_joint_positions [dof]`` and, when ``decode_future_images``,
+        ``future_images`` (camera -> uint8 ``[S, S, 3]``). Same seed -> same outputs.
+        """
+        if num_candidates < 1:
+            raise ValueError("num_candidates must be >= 1")
+        seed = self.seed if seed is None else seed
+        start = time.perf_counter()
+        encoded = self._encoded(observation)
+        timings = dict(self.last_timings) if not isinstance(observation, EncodedObservation) else {}
+        cfg, layout = self.config, self.config.layout
+        t_den = time.perf_counter()
+        clean = encoded.latents.expand(num_candidates, -1, -1, -1, -1)
+        samples = self._sample(clean, encoded.text_embedding, "policy", seed)
+        timings["denoise"] = time.perf_counter() - t_den
+        n_act = cfg.chunk_size * cfg.dof
+        actions = extract(samples, layout.index_of_kind("action"), n_act).double().cpu().numpy()
+        actions = self.stats.unnormalize_actions(actions.reshape(num_candidates, cfg.chunk_size, cfg.dof))
+        values = self.stats.unnormalize_value(extract(samples, layout.index_of_kind("value"), 1)[:, 0].double().cpu().numpy())
+        future_joints = None
+        if layout.has_kind("proprio", future=True):
+            fp = extract(samples, layout.index_of_kind("proprio", future=True), cfg.dof).double().cpu().numpy()
+            future_joints = self.stats.unnormalize_proprio(fp)
+        t_dec = time.perf_counter()
+        images = self._decode_future_images(samples, encoded) if self.decode_future_images else {}
+        timings["decode"] = time.perf_counter() - t_dec
+        timings["total"] = time.perf_counter() - start
+        self.last_timings = timings
+        return [
+            PolicyOutput(
+                actions=actions[i],
+                predicted_value=float(values[i]),
+                future_joint_positions=None if future_joints is None else future_joints[i],
+                future_images={cam: frames[i] for cam, frames in images.items()},
+            )
+            for i in range(num_candidates)
+        ]
+
+    @torch.no_grad()
+    def predict_outcomes(
+        self,
+        observation: Observation | EncodedObservation,
+        action_chunks: np.ndarray,
+        num_future_samples: int = 1,
+        num_value_samples: int = 1,
+        seed: int | None = None,
+        decode_future_images: bool = False,
+    ) -> OutcomePrediction:
+        """World model p(s' | s, a) then value p(V | ..., s') for N candidate chunks.
+
+        action_chunks: ``[N, chunk_size, dof]`` robot units. All N x S world-model
+        samples run in one batched sampler call (seed ``seed``), then all N x S x V
+        value samples in one more (seed ``seed + 1``). Unlike the official ensemble,
+        every member uses the configured step count (batching needs one schedule).
+        """
+        seed = self.seed if seed is None else seed
+        cfg, layout = self.config, self.config.layout
+        chunks = np.asarray(action_chunks, np.float64)
+        if chunks.ndim != 3 or chunks.shape[1:] != (cfg.chunk_size, cfg.dof):
+            raise ValueError(f"action_chunks has shape {chunks.shape}, expected [N, {cfg.chunk_size}, {cfg.dof}]")
+        if num_future_samples < 1 or num_value_samples < 1:
+            raise ValueError("num_future_samples and num_value_samples must be >= 1")
+        encoded = self._encoded(observation)
+        n, s, v = chunks.shape[0], num_future_samples, num_value_samples
+        timings = dict(self.last_timings) if not isinstance(observation, EncodedObservation) else {}
+        t0 = time.perf_counter()
+        normalized = torch.from_numpy(self.stats.normalize_actions(chunks).reshape(n, -1)).float()
+        normalized = normalized.to(encoded.latents.device).repeat_interleave(s, dim=0)
+        clean = inject(encoded.latents.expand(n * s, -1, -1, -1, -1), layout.index_of_kind("action"), normalized)
+        world = self._sample(clean, encoded.text_embedding, "world_model", seed)
+        t1 = time.perf_counter()
+        value_in = world.repeat_interleave(v, dim=0)
+        value_samples = self._sample(value_in, encoded.text_embedding, "value", seed + 1)
+        t2 = time.perf_counter()
+        values = extract(value_samples, layout.index_of_kind("value"), 1)[:, 0].double().cpu().numpy()
+        values = self.stats.unnormalize_value(values).reshape(n, s, v)
+        if layout.has_kind("proprio", future=True):
+            fp = extract(world, layout.index_of_kind("proprio", future=True), cfg.dof).double().cpu().numpy()
+            future_joints = self.stats.unnormalize_proprio(fp).reshape(n, s, cfg.dof)
+        else:
+            future_joints = np.full((n, s, cfg.dof), np.nan)
+        images: dict[str, np.ndarray] = {}
+        if decode_future_images:
+            decoded = self._decode_future_images(world, encoded)
+            images = {cam: frames.reshape(n, s, *frames.shape[1:]) for cam, frames in decoded.items()}
+        timings.update({"world_model": t1 - t0, "value": t2 - t1})
+        self.last_timings = timings
+        return OutcomePrediction(future_joint_positions=future_joints, values=values, future_images=images)
