@@ -1,0 +1,785 @@
+"""Recorded episode bags -> ALOHA HDF5 training episodes, dataset statistics, value targets.
+
+Owns the offline half of the data loop (no ROS imports): reading the bags written by
+``recording.EpisodeRecorder``, resampling every stream onto one control-rate time grid,
+and writing what ALOHA/ACT tools and the Cosmos Policy loaders read.
+
+Time grid: ``t_k = t_0 + k / control_rate_hz`` from the first instant every needed stream
+has data (``t_0``) to the last (``t_end``), on the bag's log time (receive time).
+At each ``t_k``: camera frames are the nearest frame in time, joint states are linearly
+interpolated between the two samples around ``t_k``, actions are linearly interpolated
+(``action_interpolation='linear'``) or the last command at or before ``t_k`` (``'hold'``).
+
+Episode file (``episode_<i>.hdf5``, the ALOHA layout)::
+
+    /observations/qpos              [T, 14] float64  joint_names order, gripper in [0, 1]
+    /observations/qvel              [T, 14] float64  from JointState.velocity, else d(qpos)/dt
+    /observations/effort            [T, 14] float64  only when every JointState has effort
+    /observations/images/<camera>   [T, H, W, 3] uint8 RGB
+    /action                         [T, 14] float64  executed commands, joint_names order
+    /value                          [T] float32      value targets, see value_targets()
+    /timestamps_ns                  [T] int64        grid times (bag log time)
+    attrs: sim=False, compress=False (images stored raw), success, success_score (only
+           when the label has a score), task_description, episode_id, source_bag,
+           control_rate_hz, gamma, terminal_reward, outcome_note, joint_names
+
+Statistics (``dataset_statistics.json``, also saved as ``aloha_dataset_statistics.json``,
+the name the official ALOHA checkpoint ships it under): ``actions_`` and ``proprio_``
+(= qpos) ``min/max/mean/std/median``, per dimension over every step of every episode, as
+the official Cosmos Policy loaders compute them (``np.std``: population std).
+
+Robot configuration: the robot YAML (``config/aloha.yaml``), as a dict:
+``joint_names`` (the 14 names), ``arms.<side>.joint_state_topic``, ``arms.<side>.joints``
+(joint name -> JointState name), ``arms.<side>.gripper`` (``joint``, ``state_name``,
+``finger_closed_m``, ``finger_open_m``: the measured finger is normalized to [0, 1]),
+``cameras.<name>.topic`` / ``.required``, ``camera_transport`` (raw | compressed), and
+``control_rate_hz``. Missing sections fall back to :data:`DEFAULT_ALOHA_CONFIG`.
+The action topic (default ``executed_command``) carries std_msgs/Float64MultiArray with
+the 14-dof command in joint_names order; sensor_msgs/JointState,
+trajectory_msgs/JointTrajectory and cosmos_policy_ros/ActionChunk are also decoded.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+import yaml
+from rosbags.rosbag2 import Reader
+from tqdm import tqdm
+
+from cosmos_policy_ros.recording import (
+    EpisodeOutcome,
+    build_typestore,
+    is_bag_closed,
+    read_episode_info,
+    read_outcome,
+)
+
+__all__ = [
+    'DEFAULT_ALOHA_CONFIG',
+    'DEFAULT_GAMMA',
+    'DatasetConfig',
+    'DatasetError',
+    'EpisodeSummary',
+    'add_bags_to_dataset_arguments',
+    'bags_to_dataset',
+    'compute_dataset_statistics',
+    'read_episode_hdf5',
+    'run_bags_to_dataset',
+    'value_targets',
+]
+
+#: Discount per control step; the official Cosmos Policy ALOHA recipe's default.
+DEFAULT_GAMMA = 0.998
+DEFAULT_ACTION_TOPIC = 'executed_command'
+STATS_FILENAMES = ('dataset_statistics.json', 'aloha_dataset_statistics.json')
+
+_ARM_JOINTS = ('waist', 'shoulder', 'elbow', 'forearm_roll', 'wrist_angle', 'wrist_rotate')
+_GRIPPER_DEFAULTS = {'state_name': 'left_finger', 'finger_closed_m': 0.01844, 'finger_open_m': 0.05800}
+
+#: The ALOHA defaults (Interbotix ViperX 300 S followers, three cameras), the same
+#: layout as ``config/aloha.yaml``.
+DEFAULT_ALOHA_CONFIG: dict[str, Any] = {
+    'control_rate_hz': 50.0,
+    'joint_names': [f'{side}_{j}' for side in ('left', 'right') for j in (*_ARM_JOINTS, 'gripper')],
+    'arms': {
+        side: {
+            'joint_state_topic': f'follower_{side}/joint_states',
+            'joints': {f'{side}_{j}': j for j in _ARM_JOINTS},
+            'gripper': {'joint': f'{side}_gripper', **_GRIPPER_DEFAULTS},
+        }
+        for side in ('left', 'right')
+    },
+    'cameras': {
+        'cam_high': {'topic': 'cam_high/image_raw', 'required': True},
+        'cam_left_wrist': {'topic': 'cam_left_wrist/image_raw', 'required': True},
+        'cam_right_wrist': {'topic': 'cam_right_wrist/image_raw', 'required': True},
+        'cam_low': {'topic': 'cam_low/image_raw', 'required': False},
+    },
+    'camera_transport': 'raw',
+}
+
+
+class DatasetError(RuntimeError):
+    """A bag cannot be converted (names the bag and what is missing)."""
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class _ArmSpec:
+    side: str
+    topic: str
+    columns: tuple[int, ...]  # positions in joint_names of the entries below
+    state_names: tuple[str, ...]  # JointState names, same order as columns
+    gripper_column: int | None
+    gripper_state_name: str | None
+    gripper_closed: float
+    gripper_open: float
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """What to read from a bag, resolved from the robot YAML (see module docstring)."""
+
+    joint_names: tuple[str, ...]
+    arms: tuple[_ArmSpec, ...]
+    cameras: dict[str, str]  # camera name -> topic
+    optional_cameras: frozenset[str]
+    compressed: bool
+    action_topic: str = DEFAULT_ACTION_TOPIC
+    control_rate_hz: float = 50.0
+
+    @classmethod
+    def from_robot_config(
+        cls,
+        config: Mapping[str, Any] | None = None,
+        *,
+        action_topic: str | None = None,
+        cameras: Sequence[str] | None = None,
+    ) -> DatasetConfig:
+        """Build from the robot YAML dict. ``cameras`` picks a subset by name (default: all
+        cameras, the optional ones included when the bag has them)."""
+        config = dict(config or {})
+        merged = {**DEFAULT_ALOHA_CONFIG, **{k: v for k, v in config.items() if v is not None}}
+        joint_names = tuple(merged['joint_names'])
+        index = {name: i for i, name in enumerate(joint_names)}
+        if len(index) != len(joint_names):
+            raise DatasetError(f'config joint_names has duplicates: {joint_names}')
+        covered: set[int] = set()
+        arms = []
+        for side, arm in merged['arms'].items():
+            where = f'config arms.{side}'
+            if 'joint_state_topic' not in arm:
+                raise DatasetError(f'{where}.joint_state_topic is missing')
+            joints = dict(arm.get('joints') or {})
+            unknown = [j for j in joints if j not in index]
+            if unknown:
+                raise DatasetError(f'{where}.joints names {unknown}, not in joint_names {list(joint_names)}')
+            gripper = arm.get('gripper') or {}
+            gcol = None
+            if gripper:
+                if gripper.get('joint') not in index:
+                    raise DatasetError(f'{where}.gripper.joint {gripper.get("joint")!r} is not in joint_names')
+                gcol = index[gripper['joint']]
+                closed, opened = float(gripper['finger_closed_m']), float(gripper['finger_open_m'])
+                if opened == closed:
+                    raise DatasetError(f'{where}.gripper: finger_open_m must differ from finger_closed_m')
+            arms.append(_ArmSpec(
+                side=side, topic=arm['joint_state_topic'],
+                columns=tuple(index[j] for j in joints), state_names=tuple(joints.values()),
+                gripper_column=gcol, gripper_state_name=gripper.get('state_name') if gripper else None,
+                gripper_closed=float(gripper.get('finger_closed_m', 0.0)),
+                gripper_open=float(gripper.get('finger_open_m', 1.0)),
+            ))
+            covered.update(index[j] for j in joints)
+            if gcol is not None:
+                covered.add(gcol)
+        missing = [joint_names[i] for i in range(len(joint_names)) if i not in covered]
+        if missing:
+            raise DatasetError(f'config: joints {missing} are read from no arm (arms.<side>.joints / gripper.joint)')
+        all_cameras = merged['cameras']
+        names = list(cameras) if cameras is not None else list(all_cameras)
+        unknown = [c for c in names if c not in all_cameras]
+        if unknown:
+            raise DatasetError(f'cameras {unknown} are not in config cameras {list(all_cameras)}')
+        compressed = merged.get('camera_transport', 'raw') == 'compressed'
+        topics = {c: all_cameras[c]['topic'] + ('/compressed' if compressed else '') for c in names}
+        optional = frozenset(
+            c for c in names if cameras is None and not all_cameras[c].get('required', True)
+        )
+        return cls(
+            joint_names=joint_names, arms=tuple(arms), cameras=topics, optional_cameras=optional,
+            compressed=compressed, action_topic=action_topic or merged.get('action_topic') or DEFAULT_ACTION_TOPIC,
+            control_rate_hz=float(merged.get('control_rate_hz', 50.0)),
+        )
+
+    @property
+    def dof(self) -> int:
+        return len(self.joint_names)
+
+
+# --------------------------------------------------------------------------- value targets
+
+
+def value_targets(num_steps: int, terminal_reward: float, gamma: float = DEFAULT_GAMMA) -> np.ndarray:
+    """Discounted return from each step to the episode's end with one reward at the end.
+
+    ``value[t] = gamma ** (T - 1 - t) * terminal_reward`` for ``t = 0 .. T-1``: the last
+    step gets the full reward, every step before it one discount factor less. The terminal
+    reward is the outcome's score when labeled with one, else 1 for success and 0 for
+    failure (``EpisodeOutcome.terminal_reward``). Values are in [0, 1]; the official
+    Cosmos Policy loader maps them to [-1, 1] as ``2 * gamma ** (T - 1 - t) - 1`` for any
+    positive reward and ``-1`` for zero, and reads ``success``/``success_score`` attrs.
+    """
+    if num_steps <= 0:
+        raise ValueError(f'num_steps must be positive, got {num_steps}')
+    if not 0.0 < gamma <= 1.0:
+        raise ValueError(f'gamma must be in (0, 1], got {gamma}')
+    steps_to_end = np.arange(num_steps - 1, -1, -1, dtype=np.float64)
+    return (terminal_reward * gamma ** steps_to_end).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- bag reading
+
+
+def _match_topic(bag: Path, topics: Iterable[str], wanted: str) -> str | None:
+    """The bag topic for a config topic name: exact, else the one ending in /<name>
+    (the recorder's namespace made the relative name absolute)."""
+    topics = list(topics)
+    bare = wanted.lstrip('/')
+    for topic in topics:
+        if topic.lstrip('/') == bare:
+            return topic
+    matches = [t for t in topics if t.endswith('/' + bare)]
+    if len(matches) > 1:
+        raise DatasetError(f'{bag}: topic {wanted!r} is ambiguous, the bag has {matches}')
+    return matches[0] if matches else None
+
+
+def _image_to_rgb(msg: Any, msgtype: str) -> np.ndarray:
+    if msgtype == 'sensor_msgs/msg/CompressedImage':
+        from PIL import Image as PILImage
+
+        return np.asarray(PILImage.open(io.BytesIO(bytes(msg.data))).convert('RGB'), dtype=np.uint8)
+    channels = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1, '8UC3': 3, '8UC1': 1}
+    if msg.encoding not in channels:
+        raise DatasetError(f'image encoding {msg.encoding!r} is not supported (8-bit rgb/bgr/rgba/bgra/mono)')
+    c = channels[msg.encoding]
+    rows = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)
+    pixels = rows[:, : msg.width * c].reshape(msg.height, msg.width, c)
+    if c == 1:
+        return np.repeat(pixels, 3, axis=2)
+    if msg.encoding.startswith('bgr'):
+        pixels = pixels[:, :, 2::-1]
+    return np.ascontiguousarray(pixels[:, :, :3])
+
+
+def _chunk_targets(chunks: list[tuple[int, np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """ActionChunks as (stamp_ns, positions [H, dof], period_ns) -> timed targets where
+    each chunk takes over from its stamp, as the executor runs them."""
+    chunks.sort(key=lambda c: c[0])
+    times: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    for i, (stamp, positions, period) in enumerate(chunks):
+        t = stamp + period * np.arange(len(positions), dtype=np.int64)
+        if i + 1 < len(chunks):
+            keep = t < chunks[i + 1][0]
+            t, positions = t[keep], positions[keep]
+        times.append(t)
+        values.append(positions)
+    return np.concatenate(times), np.concatenate(values)
+
+
+class _BagEpisode:
+    """The streams of one bag, checked against the config."""
+
+    def __init__(self, bag: Path, cfg: DatasetConfig, typestore: Any) -> None:
+        self.bag = bag
+        self.cfg = cfg
+        self.typestore = typestore
+        if not bag.is_dir():
+            raise DatasetError(f'{bag}: not a directory')
+        if not any(bag.glob('*.mcap')) and not (bag / 'metadata.yaml').exists():
+            raise DatasetError(f'{bag}: not a rosbag2 directory (no .mcap, no metadata.yaml)')
+        if not is_bag_closed(bag):
+            raise DatasetError(
+                f'{bag}: bag was not closed (recorder killed?); make it readable with '
+                f'cosmos_policy_ros.recording.recover({str(bag)!r})'
+            )
+        self.reader = Reader(bag)
+        self.reader.open()
+        self.by_topic = {c.topic: c for c in self.reader.connections}
+        available = sorted(self.by_topic)
+
+        def need(topic: str, what: str, optional: bool = False) -> Any:
+            name = _match_topic(bag, self.by_topic, topic)
+            if name is None or self.by_topic[name].msgcount == 0:
+                if optional:
+                    return None
+                self.reader.close()
+                raise DatasetError(
+                    f'{bag}: no messages on topic {topic!r} (needed for {what}); topics in the bag: {available}'
+                )
+            return self.by_topic[name]
+
+        self.arm_conns = {arm.side: need(arm.topic, f'arm {arm.side} joint states') for arm in cfg.arms}
+        self.action_conn = need(cfg.action_topic, 'actions')
+        self.camera_conns = {}
+        for cam, topic in cfg.cameras.items():
+            conn = need(topic, f'camera {cam}', optional=cam in cfg.optional_cameras)
+            if conn is not None:
+                self.camera_conns[cam] = conn
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def _messages(self, conn: Any) -> Iterable[tuple[int, Any]]:
+        for _, stamp, data in self.reader.messages(connections=[conn]):
+            yield stamp, data
+
+    def read_joints(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]]:
+        """Per arm: times [N], positions [N, dof] (NaN outside the arm's columns),
+        velocities and efforts (None unless every message has them for the arm's joints)."""
+        out = {}
+        dof = self.cfg.dof
+        for arm in self.cfg.arms:
+            conn = self.arm_conns[arm.side]
+            names = list(arm.state_names) + ([arm.gripper_state_name] if arm.gripper_column is not None else [])
+            cols = list(arm.columns) + ([arm.gripper_column] if arm.gripper_column is not None else [])
+            scale = np.ones(len(cols))
+            offset = np.zeros(len(cols))
+            if arm.gripper_column is not None:
+                # measured finger (m) -> normalized opening [0, 1]
+                scale[-1] = 1.0 / (arm.gripper_open - arm.gripper_closed)
+                offset[-1] = -arm.gripper_closed * scale[-1]
+            times, pos, vel, eff = [], [], [], []
+            has_vel = has_eff = True
+            for stamp, data in self._messages(conn):
+                msg = self.typestore.deserialize_cdr(data, conn.msgtype)
+                lookup = {n: i for i, n in enumerate(msg.name)}
+                missing = [n for n in names if n not in lookup]
+                if missing:
+                    raise DatasetError(
+                        f'{self.bag}: JointState on {conn.topic!r} lacks {missing} (has {list(msg.name)}); '
+                        f'check arms.{arm.side}.joints / gripper.state_name in the robot config'
+                    )
+                idx = [lookup[n] for n in names]
+                times.append(stamp)
+                pos.append(np.asarray(msg.position, np.float64)[idx])
+                has_vel = has_vel and len(msg.velocity) == len(msg.name)
+                has_eff = has_eff and len(msg.effort) == len(msg.name)
+                vel.append(np.asarray(msg.velocity, np.float64)[idx] if has_vel else None)
+                eff.append(np.asarray(msg.effort, np.float64)[idx] if has_eff else None)
+            t = np.asarray(times, np.int64)
+            full = np.full((len(t), dof), np.nan)
+            full[:, cols] = np.asarray(pos) * scale + offset
+            full_vel = full_eff = None
+            if has_vel:
+                full_vel = np.full((len(t), dof), np.nan)
+                full_vel[:, cols] = np.asarray(vel) * scale
+            if has_eff:
+                full_eff = np.full((len(t), dof), np.nan)
+                full_eff[:, cols] = np.asarray(eff)
+            order = np.argsort(t, kind='stable')
+            out[arm.side] = (
+                t[order], full[order],
+                None if full_vel is None else full_vel[order],
+                None if full_eff is None else full_eff[order],
+            )
+        return out
+
+    def read_actions(self) -> tuple[np.ndarray, np.ndarray]:
+        conn = self.action_conn
+        dof = self.cfg.dof
+        names = list(self.cfg.joint_names)
+        times: list[int] = []
+        values: list[np.ndarray] = []
+        chunks: list[tuple[int, np.ndarray, int]] = []
+        for stamp, data in self._messages(conn):
+            msg = self.typestore.deserialize_cdr(data, conn.msgtype)
+            if conn.msgtype == 'std_msgs/msg/Float64MultiArray':
+                vec = np.asarray(msg.data, np.float64)
+                if vec.shape != (dof,):
+                    raise DatasetError(
+                        f'{self.bag}: {conn.topic!r} carries {vec.size} values, expected {dof} (joint_names)')
+            elif conn.msgtype == 'sensor_msgs/msg/JointState':
+                vec = self._by_name(conn.topic, list(msg.name), np.asarray(msg.position, np.float64), names)
+            elif conn.msgtype == 'trajectory_msgs/msg/JointTrajectory':
+                if not msg.points:
+                    continue
+                vec = self._by_name(conn.topic, list(msg.joint_names), np.asarray(msg.points[0].positions), names)
+            elif conn.msgtype == 'cosmos_policy_ros/msg/ActionChunk':
+                positions = np.asarray(msg.positions, np.float64).reshape(msg.horizon, msg.dof)
+                cols = [list(msg.joint_names).index(n) if n in msg.joint_names else -1 for n in names]
+                if min(cols) < 0:
+                    raise DatasetError(f'{self.bag}: ActionChunk on {conn.topic!r} lacks joints of joint_names')
+                period = msg.control_period.sec * 10**9 + msg.control_period.nanosec
+                chunks.append((msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec, positions[:, cols], period))
+                continue
+            else:
+                raise DatasetError(f'{self.bag}: action topic {conn.topic!r} has unsupported type {conn.msgtype}')
+            times.append(stamp)
+            values.append(vec)
+        if chunks:
+            return _chunk_targets(chunks)
+        t = np.asarray(times, np.int64)
+        order = np.argsort(t, kind='stable')
+        return t[order], np.asarray(values).reshape(len(t), dof)[order]
+
+    def _by_name(self, topic: str, have: list[str], values: np.ndarray, want: list[str]) -> np.ndarray:
+        lookup = {n: i for i, n in enumerate(have)}
+        missing = [n for n in want if n not in lookup]
+        if missing:
+            raise DatasetError(f'{self.bag}: action message on {topic!r} lacks joints {missing}')
+        return values[[lookup[n] for n in want]]
+
+    def image_times(self) -> dict[str, np.ndarray]:
+        return {
+            cam: np.asarray([stamp for _, stamp, _ in self.reader.messages(connections=[conn])], np.int64)
+            for cam, conn in self.camera_conns.items()
+        }
+
+    def frames(self, cam: str, wanted: set[int]) -> Iterable[tuple[int, np.ndarray]]:
+        """(index, RGB frame) for the wanted frames; the index counts messages in reading
+        order, the order of image_times(). Only wanted frames are decoded or kept."""
+        conn = self.camera_conns[cam]
+        for index, (_, _, data) in enumerate(self.reader.messages(connections=[conn])):
+            if index in wanted:
+                yield index, _image_to_rgb(self.typestore.deserialize_cdr(data, conn.msgtype), conn.msgtype)
+
+
+# --------------------------------------------------------------------------- resampling
+
+
+def _interp(grid: np.ndarray, times: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Linear interpolation of values [N, D] at grid [T] (times, grid: ns relative)."""
+    out = np.empty((len(grid), values.shape[1]))
+    t = times.astype(np.float64)
+    g = grid.astype(np.float64)
+    for d in range(values.shape[1]):
+        out[:, d] = np.interp(g, t, values[:, d])
+    return out
+
+
+def _hold(grid: np.ndarray, times: np.ndarray, values: np.ndarray) -> np.ndarray:
+    idx = np.searchsorted(times, grid, side='right') - 1
+    return values[np.clip(idx, 0, len(times) - 1)]
+
+
+def _nearest(grid: np.ndarray, times: np.ndarray) -> np.ndarray:
+    right = np.clip(np.searchsorted(times, grid), 0, len(times) - 1)
+    left = np.clip(right - 1, 0, len(times) - 1)
+    use_left = np.abs(grid - times[left]) <= np.abs(times[right] - grid)
+    return np.where(use_left, left, right)
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+@dataclass(frozen=True)
+class EpisodeSummary:
+    path: Path
+    source_bag: Path
+    episode_id: str
+    num_steps: int
+    duration_s: float
+    success: bool
+    score: float | None
+    cameras: tuple[str, ...]
+
+
+def compute_dataset_statistics(actions: Sequence[np.ndarray], proprio: Sequence[np.ndarray]) -> dict[str, list[float]]:
+    """The official Cosmos Policy statistics over every step of every episode."""
+    stats: dict[str, list[float]] = {}
+    for key, arrays in (('actions', actions), ('proprio', proprio)):
+        stacked = np.concatenate([np.asarray(a, np.float64) for a in arrays], axis=0)
+        for name, fn in (('min', np.min), ('max', np.max), ('mean', np.mean), ('std', np.std), ('median', np.median)):
+            stats[f'{key}_{name}'] = [float(x) for x in fn(stacked, axis=0)]
+    return stats
+
+
+Unlabeled = Literal['error', 'skip', 'success', 'failure']
+
+
+def _outcome_for(bag: Path, unlabeled: Unlabeled) -> EpisodeOutcome | None:
+    outcome = read_outcome(bag)
+    if outcome is not None:
+        return outcome
+    if unlabeled == 'error':
+        raise DatasetError(
+            f'{bag}: episode has no outcome label ({bag / "outcome.yaml"} missing); label it with '
+            'recording.label_episode(), or choose what unlabeled episodes are (unlabeled=skip|success|failure)'
+        )
+    if unlabeled == 'skip':
+        return None
+    return EpisodeOutcome(unlabeled == 'success', None, 'unlabeled')
+
+
+def _convert_one(
+    bag: Path, out_path: Path, cfg: DatasetConfig, typestore: Any, outcome: EpisodeOutcome,
+    gamma: float, control_rate_hz: float, action_interpolation: str, hdf5_compression: str | None,
+) -> tuple[EpisodeSummary, np.ndarray, np.ndarray]:
+    episode = _BagEpisode(bag, cfg, typestore)
+    try:
+        joints = episode.read_joints()
+        action_t, action_v = episode.read_actions()
+        image_t = episode.image_times()
+        streams = {f'arm {s}': j[0] for s, j in joints.items()}
+        streams['actions'] = action_t
+        streams.update({f'camera {c}': t for c, t in image_t.items()})
+        for what, t in streams.items():
+            if len(t) == 0:
+                raise DatasetError(f'{bag}: no data for {what}')
+        t0 = max(int(t.min()) for t in streams.values())
+        t_end = min(int(t.max()) for t in streams.values())
+        period_ns = 1e9 / control_rate_hz
+        if t_end < t0:
+            raise DatasetError(f'{bag}: streams do not overlap in time ({", ".join(streams)})')
+        num_steps = int(math.floor((t_end - t0) / period_ns + 1e-9)) + 1
+        grid = t0 + np.round(np.arange(num_steps) * period_ns).astype(np.int64)
+        rel = grid - t0
+
+        dof = cfg.dof
+        qpos = np.full((num_steps, dof), np.nan)
+        qvel = np.full((num_steps, dof), np.nan)
+        effort = np.full((num_steps, dof), np.nan)
+        have_vel = have_eff = True
+        for side, (t, pos, vel, eff) in joints.items():
+            cols = ~np.isnan(pos[0])
+            qpos[:, cols] = _interp(rel, t - t0, pos[:, cols])
+            have_vel = have_vel and vel is not None
+            have_eff = have_eff and eff is not None
+            if vel is not None:
+                qvel[:, cols] = _interp(rel, t - t0, vel[:, cols])
+            if eff is not None:
+                effort[:, cols] = _interp(rel, t - t0, eff[:, cols])
+        if not have_vel:
+            qvel = np.gradient(qpos, 1.0 / control_rate_hz, axis=0) if num_steps > 1 else np.zeros_like(qpos)
+        if action_interpolation == 'linear':
+            action = _interp(rel, action_t - t0, action_v)
+        else:
+            action = _hold(grid, action_t, action_v)
+        values = value_targets(num_steps, outcome.terminal_reward, gamma)
+
+        info = read_episode_info(bag)
+        metadata = info.get('metadata') or {}
+        tmp = out_path.with_suffix('.hdf5.tmp')
+        with h5py.File(tmp, 'w') as f:
+            f.attrs['sim'] = False
+            f.attrs['compress'] = False
+            f.attrs['success'] = bool(outcome.success)
+            if outcome.score is not None:
+                f.attrs['success_score'] = float(outcome.score)
+            f.attrs['terminal_reward'] = float(outcome.terminal_reward)
+            f.attrs['outcome_note'] = outcome.note
+            f.attrs['task_description'] = str(metadata.get('task', ''))
+            f.attrs['episode_id'] = str(info.get('episode_id', bag.name))
+            f.attrs['source_bag'] = str(bag)
+            f.attrs['control_rate_hz'] = float(control_rate_hz)
+            f.attrs['gamma'] = float(gamma)
+            f.attrs['joint_names'] = list(cfg.joint_names)
+            obs = f.create_group('observations')
+            obs.create_dataset('qpos', data=qpos, compression=hdf5_compression)
+            obs.create_dataset('qvel', data=qvel, compression=hdf5_compression)
+            if have_eff:
+                obs.create_dataset('effort', data=effort, compression=hdf5_compression)
+            f.create_dataset('action', data=action, compression=hdf5_compression)
+            f.create_dataset('value', data=values)
+            f.create_dataset('timestamps_ns', data=grid)
+            images = obs.create_group('images')
+            for cam, times in image_t.items():
+                order = np.argsort(times, kind='stable')
+                pick = order[_nearest(grid, times[order])]  # reading-order index per grid step
+                steps_of: dict[int, list[int]] = {}
+                for step, index in enumerate(pick):
+                    steps_of.setdefault(int(index), []).append(step)
+                dset = None
+                for index, frame in episode.frames(cam, set(steps_of)):
+                    if dset is None:
+                        dset = images.create_dataset(
+                            cam, shape=(num_steps, *frame.shape), dtype=np.uint8,
+                            chunks=(1, *frame.shape), compression=hdf5_compression,
+                        )
+                    if frame.shape != dset.shape[1:]:
+                        raise DatasetError(f'{bag}: camera {cam} changes resolution {dset.shape[1:]} -> {frame.shape}')
+                    for step in steps_of[index]:
+                        dset[step] = frame
+        os.replace(tmp, out_path)
+    except BaseException:
+        tmp = out_path.with_suffix('.hdf5.tmp')
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    finally:
+        episode.close()
+    summary = EpisodeSummary(
+        out_path, bag, str(info.get('episode_id', bag.name)), num_steps, (grid[-1] - grid[0]) / 1e9,
+        outcome.success, outcome.score, tuple(image_t),
+    )
+    return summary, action, qpos
+
+
+def bags_to_dataset(
+    bag_dirs: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    config: Mapping[str, Any] | DatasetConfig | None = None,
+    gamma: float = DEFAULT_GAMMA,
+    control_rate_hz: float | None = None,
+    *,
+    action_topic: str | None = None,
+    action_interpolation: Literal['linear', 'hold'] = 'linear',
+    unlabeled: Unlabeled = 'error',
+    hdf5_compression: str | None = None,
+    typestore: Any = None,
+    progress: bool = True,
+) -> list[EpisodeSummary]:
+    """Convert episode bags to ``out_dir/episode_<i>.hdf5`` plus the statistics JSON.
+
+    Args:
+        bag_dirs: rosbag2 directories written by ``EpisodeRecorder`` (closed or recovered).
+        out_dir: created if missing; existing ``episode_*.hdf5`` there are an error.
+        config: the robot YAML dict (or a DatasetConfig); None: ALOHA defaults.
+        gamma: discount per control step for the value targets (see value_targets()).
+        control_rate_hz: grid rate; default the config's ``control_rate_hz``.
+        action_topic: default the config's ``action_topic``, else ``executed_command``.
+        action_interpolation: 'linear' or 'hold' (last command at or before each step).
+        unlabeled: what an episode without ``outcome.yaml`` is: 'error', 'skip',
+            'success' (e.g. teleoperated demonstrations) or 'failure'.
+        hdf5_compression: h5py filter for the datasets (None, 'gzip', 'lzf').
+    Returns:
+        One summary per written episode, in input order.
+    """
+    if action_interpolation not in ('linear', 'hold'):
+        raise ValueError(f"action_interpolation must be 'linear' or 'hold', got {action_interpolation!r}")
+    if unlabeled not in ('error', 'skip', 'success', 'failure'):
+        raise ValueError(f'unlabeled must be error|skip|success|failure, got {unlabeled!r}')
+    if isinstance(config, DatasetConfig):
+        cfg = config
+    else:
+        cfg = DatasetConfig.from_robot_config(config, action_topic=action_topic)
+    if action_topic and cfg.action_topic != action_topic:
+        cfg = dataclasses.replace(cfg, action_topic=action_topic)
+    rate = float(control_rate_hz or cfg.control_rate_hz)
+    if not rate > 0:
+        raise ValueError(f'control_rate_hz must be positive, got {rate}')
+    bags = [Path(b) for b in bag_dirs]
+    if not bags:
+        raise DatasetError('no bags given')
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    existing = sorted(out.glob('episode_*.hdf5'))
+    if existing:
+        raise DatasetError(
+            f'{out} already holds {len(existing)} episode files ({existing[0].name}, ...); use an empty directory')
+    typestore = typestore if typestore is not None else build_typestore()
+
+    # Check every label before the (slow) conversion starts.
+    outcomes = [(bag, _outcome_for(bag, unlabeled)) for bag in bags]
+    todo = [(bag, o) for bag, o in outcomes if o is not None]
+    summaries: list[EpisodeSummary] = []
+    all_actions: list[np.ndarray] = []
+    all_proprio: list[np.ndarray] = []
+    for i, (bag, outcome) in enumerate(tqdm(todo, desc='bags -> episodes', unit='episode', disable=not progress)):
+        summary, action, qpos = _convert_one(
+            bag, out / f'episode_{i}.hdf5', cfg, typestore, outcome, gamma, rate, action_interpolation, hdf5_compression
+        )
+        summaries.append(summary)
+        all_actions.append(action)
+        all_proprio.append(qpos)
+    if not summaries:
+        raise DatasetError('every bag was skipped (unlabeled=skip); nothing to write')
+
+    stats = compute_dataset_statistics(all_actions, all_proprio)
+    for name in STATS_FILENAMES:
+        (out / name).write_text(json.dumps(stats, indent=2))
+    info = {
+        'control_rate_hz': rate,
+        'gamma': gamma,
+        'action_topic': cfg.action_topic,
+        'action_interpolation': action_interpolation,
+        'joint_names': list(cfg.joint_names),
+        'episodes': [
+            {'file': s.path.name, 'source_bag': str(s.source_bag), 'episode_id': s.episode_id,
+             'num_steps': s.num_steps, 'success': s.success, 'score': s.score}
+            for s in summaries
+        ],
+        'skipped_unlabeled': [str(bag) for bag, o in outcomes if o is None],
+    }
+    (out / 'dataset_info.json').write_text(json.dumps(info, indent=2))
+    return summaries
+
+
+def read_episode_hdf5(path: str | os.PathLike[str], load_images: bool = True) -> dict[str, Any]:
+    """One ALOHA episode file as arrays: qpos, qvel, action, (effort, value, timestamps_ns
+    when present), images {camera: [T, H, W, 3]} (empty when load_images is False), attrs."""
+    with h5py.File(path, 'r') as f:
+        episode: dict[str, Any] = {
+            'qpos': f['observations/qpos'][()],
+            'qvel': f['observations/qvel'][()],
+            'action': f['action'][()],
+            'attrs': {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in f.attrs.items()},
+            'images': {},
+        }
+        for key, name in (('effort', 'observations/effort'), ('value', 'value'), ('timestamps_ns', 'timestamps_ns')):
+            if name in f:
+                episode[key] = f[name][()]
+        if load_images and 'observations/images' in f:
+            episode['images'] = {cam: ds[()] for cam, ds in f['observations/images'].items()}
+    return episode
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _default_config_path() -> Path | None:
+    candidates = [
+        Path(prefix) / 'share' / 'cosmos_policy_ros' / 'config' / 'aloha.yaml'
+        for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep) if prefix
+    ]
+    candidates.append(Path(__file__).resolve().parent.parent / 'config' / 'aloha.yaml')
+    return next((p for p in candidates if p.exists()), None)
+
+
+def _expand_bag_dirs(paths: Sequence[str]) -> list[Path]:
+    """Bag directories as given, or the bag directories one level inside a given folder."""
+    bags: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            raise DatasetError(f'{path}: not a directory')
+        if any(path.glob('*.mcap')) or (path / 'metadata.yaml').exists():
+            bags.append(path)
+        else:
+            inner = sorted(p for p in path.iterdir() if p.is_dir() and any(p.glob('*.mcap')))
+            if not inner:
+                raise DatasetError(f'{path}: neither a bag directory nor a folder of bag directories')
+            bags.extend(inner)
+    return bags
+
+
+def add_bags_to_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``cosmos-policy-ros bags-to-dataset``."""
+    parser.add_argument('bags', nargs='+', help='episode bag directories, or folders holding them')
+    parser.add_argument('--out', required=True, help='output directory for episode_<i>.hdf5 and statistics')
+    parser.add_argument('--config', default=None, help='robot YAML (default: config/aloha.yaml of the package)')
+    parser.add_argument('--control-rate-hz', type=float, default=None,
+                        help="grid rate (default: the config's control_rate_hz)")
+    parser.add_argument('--gamma', type=float, default=DEFAULT_GAMMA,
+                        help='discount per control step for value targets')
+    parser.add_argument('--action-topic', default=None,
+                        help=f'executed command topic (default: {DEFAULT_ACTION_TOPIC})')
+    parser.add_argument('--action-interpolation', choices=('linear', 'hold'), default='linear')
+    parser.add_argument('--cameras', nargs='+', default=None, help='camera names to keep (default: all in the config)')
+    parser.add_argument('--unlabeled', choices=('error', 'skip', 'success', 'failure'), default='error',
+                        help='what an episode without outcome.yaml is (demonstrations: success)')
+    parser.add_argument('--hdf5-compression', choices=('gzip', 'lzf'), default=None)
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+
+
+def run_bags_to_dataset(args: argparse.Namespace) -> int:
+    """Entry point of the CLI subcommand; returns the exit status."""
+    config_path = Path(args.config) if args.config else _default_config_path()
+    config = yaml.safe_load(config_path.read_text()) if config_path else None
+    cfg = DatasetConfig.from_robot_config(config, action_topic=args.action_topic, cameras=args.cameras)
+    summaries = bags_to_dataset(
+        _expand_bag_dirs(args.bags), args.out, cfg, gamma=args.gamma, control_rate_hz=args.control_rate_hz,
+        action_interpolation=args.action_interpolation, unlabeled=args.unlabeled,
+        hdf5_compression=args.hdf5_compression, progress=not args.no_progress,
+    )
+    successes = sum(s.success for s in summaries)
+    steps = sum(s.num_steps for s in summaries)
+    print(f'wrote {len(summaries)} episodes ({successes} successes, {steps} steps) and '
+          f'{STATS_FILENAMES[0]} to {args.out}')
+    return 0

@@ -1,0 +1,855 @@
+"""Episode recording to rosbag2 MCAP directories; plain Python, no ROS imports.
+
+Owns the recording side of the data loop:
+
+* the message typestore (Kilted standard types plus this package's ``msg/*.msg``),
+* :class:`EpisodeRecorder`: one rosbag2 directory per episode, fed with CDR bytes
+  exactly as they came off the wire (``rclpy`` subscriptions with ``raw=True``), behind a
+  bounded queue and a writer thread so the ROS callback thread never waits on the disk,
+* episode outcome labels (``outcome.yaml`` next to the bag, plus an ``EpisodeEvent`` in
+  the bag), correctable later with :func:`label_episode`,
+* :func:`recover`: makes the bag of a recorder that died without closing readable.
+
+Bag directory layout (``<output_dir>/<episode_id>/``)::
+
+    <episode_id>.mcap   rosbag2 MCAP storage (profile ros2, CDR messages)
+    metadata.yaml       rosbag2 metadata; written when the episode is closed
+    episode.yaml        episode id, start metadata, start time (written at start)
+    outcome.yaml        the label; the authority when it disagrees with the bag's events
+
+Kill safety: the writer thread ends an MCAP chunk and flushes it to the OS after every
+batch it drains (a batch is whatever is queued, capped at ``flush_max_messages`` /
+``flush_max_bytes``), so the file on disk always holds every message the writer has
+taken off the queue, in complete chunks. SIGINT/SIGTERM handlers (see
+:func:`install_signal_handlers`) and an ``atexit`` hook stop the episode, which drains the
+queue and writes the MCAP summary and ``metadata.yaml``: nothing accepted is lost. After
+SIGKILL or power loss, :func:`recover` rebuilds a readable bag from the complete chunks.
+
+Why not rely on rosbags' writer alone: it keeps up to 1 MiB in an in-memory chunk and
+writes the MCAP summary, footer and ``metadata.yaml`` only in ``close()``; its reader
+needs both ``metadata.yaml`` and the footer, so an unclosed bag is unreadable and the
+pending chunk is lost. (Checked against rosbags 0.11.9.)
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import signal
+import struct
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from contextlib import suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from queue import Empty, SimpleQueue
+from typing import Any
+
+import yaml
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
+from rosbags.rosbag2.storage_mcap import get_qos
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from rosbags.typesys.store import Typestore
+
+__all__ = [
+    'EPISODE_EVENT_TYPE',
+    'EpisodeOutcome',
+    'EpisodeRecorder',
+    'RecorderError',
+    'RecorderStats',
+    'RecoveryResult',
+    'build_typestore',
+    'find_msg_dir',
+    'install_signal_handlers',
+    'is_bag_closed',
+    'label_episode',
+    'read_bag_events',
+    'read_episode_info',
+    'read_outcome',
+    'recover',
+]
+
+log = logging.getLogger(__name__)
+
+PACKAGE_NAME = 'cosmos_policy_ros'
+EPISODE_EVENT_TYPE = f'{PACKAGE_NAME}/msg/EpisodeEvent'
+DEFAULT_EVENT_TOPIC = 'episode_events'
+OUTCOME_FILE = 'outcome.yaml'
+EPISODE_FILE = 'episode.yaml'
+ROSBAG2_VERSION = 9
+
+# Standard message types the robot graph records; all are in the Kilted typestore.
+STANDARD_TYPES = (
+    'sensor_msgs/msg/Image',
+    'sensor_msgs/msg/CompressedImage',
+    'sensor_msgs/msg/JointState',
+    'std_msgs/msg/Float64MultiArray',
+    'trajectory_msgs/msg/JointTrajectory',
+    'rosgraph_msgs/msg/Clock',
+)
+
+_MCAP_MAGIC = b'\x89MCAP0\r\n'
+_EPISODE_ID_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.\-]*$')
+
+
+class RecorderError(RuntimeError):
+    """Recording failed (bad episode id, disk error, bag not readable)."""
+
+
+# --------------------------------------------------------------------------- typestore
+
+
+def find_msg_dir(msg_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Directory holding this package's ``.msg`` files.
+
+    Looks, in order, at ``msg_dir`` (when given), every ``share/cosmos_policy_ros/msg`` on
+    ``AMENT_PREFIX_PATH`` (an installed package), and ``msg/`` next to the Python package
+    (a source checkout).
+    """
+    if msg_dir is not None:
+        path = Path(msg_dir)
+        if not any(path.glob('*.msg')):
+            raise RecorderError(f'msg_dir {str(path)!r} holds no .msg files')
+        return path
+    candidates = [
+        Path(prefix) / 'share' / PACKAGE_NAME / 'msg'
+        for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep)
+        if prefix
+    ]
+    candidates.append(Path(__file__).resolve().parent.parent / 'msg')
+    for path in candidates:
+        if any(path.glob('*.msg')):
+            return path
+    raise RecorderError(
+        f'no {PACKAGE_NAME} .msg files found; looked in: {", ".join(map(str, candidates))}; '
+        'pass msg_dir explicitly'
+    )
+
+
+def build_typestore(
+    msg_dir: str | os.PathLike[str] | None = None, store: Stores = Stores.ROS2_KILTED
+) -> Typestore:
+    """Typestore with the ROS 2 standard types of ``store`` and this package's messages
+    parsed at run time from ``msg_dir`` (see :func:`find_msg_dir`)."""
+    typestore = get_typestore(store)
+    missing = [name for name in STANDARD_TYPES if name not in typestore.fielddefs]
+    if missing:
+        raise RecorderError(f'typestore {store.name} lacks {missing}')
+    types: dict[str, Any] = {}
+    for path in sorted(find_msg_dir(msg_dir).glob('*.msg')):
+        types.update(get_types_from_msg(path.read_text(), f'{PACKAGE_NAME}/msg/{path.stem}'))
+    typestore.register(types)
+    return typestore
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+@dataclass(frozen=True)
+class EpisodeOutcome:
+    """An episode's label: success, an optional graded score in [0, 1], a free note."""
+
+    success: bool
+    score: float | None = None
+    note: str = ''
+
+    def __post_init__(self) -> None:
+        if self.score is not None and not (0.0 <= float(self.score) <= 1.0):
+            raise ValueError(f'outcome score must be in [0, 1], got {self.score}')
+
+    @property
+    def terminal_reward(self) -> float:
+        """Reward at the episode's last step: the score when given, else 1/0 for success."""
+        return float(self.score) if self.score is not None else float(self.success)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'w', encoding='utf8') as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(Exception):
+            os.unlink(tmp)
+        raise
+
+
+def _write_outcome(bag_dir: Path, outcome: EpisodeOutcome, source: str) -> None:
+    path = bag_dir / OUTCOME_FILE
+    history: list[dict[str, Any]] = []
+    if path.exists():
+        previous = yaml.safe_load(path.read_text()) or {}
+        history = list(previous.pop('history', []) or [])
+        if previous:
+            history.append(previous)
+    record = {
+        'success': bool(outcome.success),
+        'score': None if outcome.score is None else float(outcome.score),
+        'note': outcome.note,
+        'labeled_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+        'source': source,
+    }
+    if history:
+        record['history'] = history
+    _atomic_write_text(path, yaml.safe_dump(record, sort_keys=False))
+
+
+def read_outcome(bag_dir: str | os.PathLike[str]) -> EpisodeOutcome | None:
+    """The episode's current label from ``outcome.yaml``; None when unlabeled."""
+    path = Path(bag_dir) / OUTCOME_FILE
+    if not path.exists():
+        return None
+    data = yaml.safe_load(path.read_text()) or {}
+    return EpisodeOutcome(bool(data['success']), data.get('score'), data.get('note', '') or '')
+
+
+def label_episode(
+    bag_dir: str | os.PathLike[str], success: bool, score: float | None = None, note: str = ''
+) -> EpisodeOutcome:
+    """Set or correct an episode's outcome; earlier labels are kept under ``history``."""
+    bag_dir = Path(bag_dir)
+    if not (bag_dir / EPISODE_FILE).exists() and not any(bag_dir.glob('*.mcap')):
+        raise RecorderError(f'{bag_dir} is not an episode bag directory (no .mcap, no {EPISODE_FILE})')
+    outcome = EpisodeOutcome(bool(success), None if score is None else float(score), note)
+    _write_outcome(bag_dir, outcome, source='label_episode')
+    return outcome
+
+
+def read_episode_info(bag_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Contents of ``episode.yaml`` (episode_id, metadata, started_at_ns); {} when absent."""
+    path = Path(bag_dir) / EPISODE_FILE
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
+# --------------------------------------------------------------------------- recorder
+
+
+@dataclass
+class RecorderStats:
+    """Counters since the recorder was created (messages are counted per call to write)."""
+
+    accepted: int = 0
+    written: int = 0
+    bytes_written: int = 0
+    dropped: int = 0  # queue full: the disk is not keeping up
+    dropped_by_topic: dict[str, int] = field(default_factory=dict)
+    not_recording: int = 0  # write() outside an episode
+    max_queue_messages: int = 0
+    max_queue_bytes: int = 0
+    episodes_closed: int = 0
+    flushes: int = 0
+
+
+@dataclass
+class _Episode:
+    seq: int
+    episode_id: str
+    bag_dir: Path
+    writer: Writer
+    connections: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+
+_STOP_WAIT_S = 60.0
+
+
+class EpisodeRecorder:
+    """Writes one rosbag2 (MCAP) directory per episode from serialized CDR messages.
+
+    ``write()`` is safe to call from any thread (ROS callbacks) and never blocks on I/O:
+    it puts the bytes on a bounded queue and returns False when the message is dropped
+    (queue full, or no episode is recording). A single writer thread owns the bag.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike[str],
+        *,
+        typestore: Typestore | None = None,
+        msg_dir: str | os.PathLike[str] | None = None,
+        max_queue_messages: int = 2000,
+        max_queue_bytes: int = 512 * 2**20,
+        flush_max_messages: int = 64,
+        flush_max_bytes: int = 8 * 2**20,
+        fsync_period_s: float = 0.0,
+        compression: str | None = None,
+        event_topic: str = DEFAULT_EVENT_TOPIC,
+    ) -> None:
+        """
+        Args:
+            output_dir: parent of the per-episode bag directories (created if missing).
+            typestore: message types; default :func:`build_typestore` (``msg_dir``).
+            max_queue_messages / max_queue_bytes: bound on data accepted but not yet
+                written; beyond it write() drops and counts (stats().dropped).
+            flush_max_messages / flush_max_bytes: the most one MCAP chunk holds before the
+                writer ends it and flushes it to the OS (smaller: less lost on SIGKILL).
+            fsync_period_s: also fsync the bag this often (0: never; the OS page cache
+                already survives a killed process, fsync guards against power loss).
+            compression: None or 'zstd' (MCAP chunk compression; costs CPU).
+            event_topic: topic the recorder's own EpisodeEvent messages go to.
+        """
+        self.output_dir = Path(output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.typestore = typestore if typestore is not None else build_typestore(msg_dir)
+        if compression not in (None, 'zstd'):
+            raise ValueError(f"compression must be None or 'zstd', got {compression!r}")
+        self.compression = compression
+        self.event_topic = event_topic
+        self.max_queue_messages = int(max_queue_messages)
+        self.max_queue_bytes = int(max_queue_bytes)
+        self.flush_max_messages = max(1, int(flush_max_messages))
+        self.flush_max_bytes = int(flush_max_bytes)
+        self.fsync_period_s = float(fsync_period_s)
+
+        self._known_types = self.typestore.fielddefs
+        self._queue: SimpleQueue[tuple[Any, ...]] = SimpleQueue()
+        # Producers serialize on this RLock (re-entrant so a signal handler that runs in
+        # the middle of write() on the same thread can still stop the episode). The
+        # writer thread never takes it: it owns _bytes_dequeued alone.
+        self._accept_lock = threading.RLock()
+        self._bytes_enqueued = 0
+        self._bytes_dequeued = 0
+        self._episode_seq = 0
+        self._recording_seq: int | None = None
+        self._bag_dir: Path | None = None
+        self._closed = False
+        self._error: BaseException | None = None
+        self._stats = RecorderStats()
+        self._last_fsync = time.monotonic()
+        self._episode: _Episode | None = None  # writer thread only
+
+        self._thread = threading.Thread(target=self._run, name='episode-recorder', daemon=True)
+        self._thread.start()
+        ref = weakref.ref(self)
+        self._atexit = lambda: (r := ref()) is not None and r.close()
+        atexit.register(self._atexit)
+
+    # ---------------------------------------------------------------- control (any thread)
+
+    @property
+    def recording(self) -> bool:
+        return self._recording_seq is not None
+
+    @property
+    def bag_dir(self) -> Path | None:
+        """Directory of the episode being recorded (None between episodes)."""
+        return self._bag_dir
+
+    def stats(self) -> RecorderStats:
+        """A snapshot of the counters."""
+        with self._accept_lock:
+            snap = RecorderStats(**{k: v for k, v in asdict(self._stats).items()})
+        snap.dropped_by_topic = dict(snap.dropped_by_topic)
+        return snap
+
+    def start_episode(
+        self, episode_id: str, metadata: Mapping[str, Any] | None = None, stamp_ns: int | None = None
+    ) -> Path:
+        """Open ``<output_dir>/<episode_id>/`` and record into it until stop_episode().
+
+        ``metadata`` (JSON-serializable: task, policy, checkpoint, ...) goes to
+        ``episode.yaml`` and to the bag's ``custom_data``. Returns the bag directory.
+        """
+        if not _EPISODE_ID_RE.match(episode_id):
+            raise RecorderError(
+                f'episode_id {episode_id!r} must match {_EPISODE_ID_RE.pattern} (it names a directory)'
+            )
+        metadata = dict(metadata or {})
+        json.dumps(metadata)  # fail here, not in the writer thread
+        stamp_ns = time.time_ns() if stamp_ns is None else int(stamp_ns)
+        bag_dir = self.output_dir / episode_id
+        if bag_dir.exists():
+            raise RecorderError(f'{bag_dir} exists already; episode ids must be unique')
+        done = threading.Event()
+        result: dict[str, Any] = {}
+        with self._accept_lock:
+            self._check_usable()
+            if self._recording_seq is not None:
+                raise RecorderError(f'episode in {self._bag_dir} is still recording; stop it first')
+            self._episode_seq += 1
+            self._queue.put(('start', self._episode_seq, episode_id, bag_dir, metadata, stamp_ns, done, result))
+        if not done.wait(_STOP_WAIT_S):
+            raise RecorderError(f'writer thread did not open {bag_dir} within {_STOP_WAIT_S} s')
+        if 'error' in result:
+            raise RecorderError(f'could not open bag {bag_dir}: {result["error"]}') from result['error']
+        with self._accept_lock:
+            self._recording_seq = self._episode_seq
+            self._bag_dir = bag_dir
+        return bag_dir
+
+    def write(self, topic: str, msgtype: str, data: bytes | memoryview, stamp_ns: int) -> bool:
+        """Queue one serialized (CDR) message for the current episode.
+
+        ``stamp_ns`` is the bag's log time (receive time, as rosbag2 records it).
+        Returns True when accepted (it will be in the bag), False when dropped.
+        Raises ValueError for a message type the typestore does not know.
+        """
+        if msgtype not in self._known_types:
+            raise ValueError(f'unknown message type {msgtype!r} for topic {topic!r}; not in the typestore')
+        size = len(data)
+        with self._accept_lock:
+            seq = self._recording_seq
+            stats = self._stats
+            if seq is None:
+                stats.not_recording += 1
+                return False
+            if self._error is not None:
+                stats.dropped += 1
+                stats.dropped_by_topic[topic] = stats.dropped_by_topic.get(topic, 0) + 1
+                return False
+            pending_msgs = self._queue.qsize()
+            pending_bytes = self._bytes_enqueued - self._bytes_dequeued
+            if pending_msgs >= self.max_queue_messages or pending_bytes + size > self.max_queue_bytes:
+                stats.dropped += 1
+                stats.dropped_by_topic[topic] = stats.dropped_by_topic.get(topic, 0) + 1
+                return False
+            self._bytes_enqueued += size
+            self._queue.put(('msg', seq, topic, msgtype, data, int(stamp_ns), size))
+            stats.accepted += 1
+            if pending_msgs + 1 > stats.max_queue_messages:
+                stats.max_queue_messages = pending_msgs + 1
+            if pending_bytes + size > stats.max_queue_bytes:
+                stats.max_queue_bytes = pending_bytes + size
+        return True
+
+    def stop_episode(
+        self, outcome: EpisodeOutcome | None = None, stamp_ns: int | None = None, timeout: float = _STOP_WAIT_S
+    ) -> Path | None:
+        """Write every accepted message, an EpisodeEvent STOP (with the outcome when given)
+        and the MCAP summary + ``metadata.yaml``; returns the closed bag directory (None when
+        no episode was recording). The outcome also goes to ``outcome.yaml``."""
+        stamp_ns = time.time_ns() if stamp_ns is None else int(stamp_ns)
+        done = threading.Event()
+        result: dict[str, Any] = {}
+        with self._accept_lock:
+            seq, bag_dir = self._recording_seq, self._bag_dir
+            if seq is None:
+                return None
+            self._recording_seq = None
+            self._bag_dir = None
+            self._queue.put(('stop', seq, outcome, stamp_ns, done, result))
+        if not done.wait(timeout):
+            raise RecorderError(f'writer thread did not close {bag_dir} within {timeout} s')
+        if 'error' in result:
+            raise RecorderError(f'could not close bag {bag_dir}: {result["error"]}') from result['error']
+        return bag_dir
+
+    def close(self, timeout: float = _STOP_WAIT_S) -> None:
+        """Stop the current episode (if any) and end the writer thread. Idempotent."""
+        if self._closed:
+            return
+        try:
+            self.stop_episode(timeout=timeout)
+        finally:
+            with self._accept_lock:
+                if not self._closed:
+                    self._closed = True
+                    self._queue.put(('exit',))
+            self._thread.join(timeout)
+            atexit.unregister(self._atexit)
+
+    def __enter__(self) -> EpisodeRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise RecorderError('recorder is closed')
+        if self._error is not None:
+            raise RecorderError(f'writer thread failed: {self._error!r}') from self._error
+
+    # ---------------------------------------------------------------- writer thread
+
+    def _run(self) -> None:
+        queue = self._queue
+        while True:
+            item = queue.get()
+            batch_messages = 0
+            batch_bytes = 0
+            while True:
+                kind = item[0]
+                if kind == 'msg':
+                    self._bytes_dequeued += item[6]
+                    self._handle_message(item)
+                    batch_messages += 1
+                    batch_bytes += item[6]
+                elif kind == 'start':
+                    self._handle_start(*item[1:])
+                elif kind == 'stop':
+                    self._handle_stop(*item[1:])
+                elif kind == 'exit':
+                    return
+                if batch_messages >= self.flush_max_messages or batch_bytes >= self.flush_max_bytes:
+                    break
+                try:
+                    item = queue.get_nowait()
+                except Empty:
+                    break
+            if batch_messages:
+                self._flush()
+
+    def _handle_start(
+        self, seq: int, episode_id: str, bag_dir: Path, metadata: dict[str, Any], stamp_ns: int,
+        done: threading.Event, result: dict[str, Any],
+    ) -> None:
+        try:
+            writer = Writer(bag_dir, version=ROSBAG2_VERSION, storage_plugin=StoragePlugin.MCAP)
+            if self.compression == 'zstd':
+                writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+            writer.set_custom_data('episode_id', episode_id)
+            writer.set_custom_data('episode_metadata', json.dumps(metadata, sort_keys=True))
+            writer.open()
+            _atomic_write_text(
+                bag_dir / EPISODE_FILE,
+                yaml.safe_dump(
+                    {'episode_id': episode_id, 'started_at_ns': stamp_ns, 'metadata': metadata},
+                    sort_keys=False,
+                ),
+            )
+            self._episode = _Episode(seq, episode_id, bag_dir, writer)
+            self._write_event('START', stamp_ns, None)
+            self._flush()
+        except BaseException as err:  # noqa: BLE001 -- handed to the caller
+            result['error'] = err
+            self._episode = None
+        finally:
+            done.set()
+
+    def _handle_message(self, item: tuple[Any, ...]) -> None:
+        _, seq, topic, msgtype, data, stamp_ns, size = item
+        episode = self._episode
+        if episode is None or episode.seq != seq or self._error is not None:
+            return  # raced with a stop (the caller saw the episode end), or the disk failed
+        try:
+            self._write_raw(episode, topic, msgtype, data, stamp_ns)
+        except BaseException as err:  # noqa: BLE001
+            self._fail(err)
+            return
+        self._stats.written += 1
+        self._stats.bytes_written += size
+
+    def _write_raw(self, episode: _Episode, topic: str, msgtype: str, data: bytes | memoryview, stamp_ns: int) -> None:
+        key = (topic, msgtype)
+        connection = episode.connections.get(key)
+        if connection is None:
+            connection = episode.writer.add_connection(topic, msgtype, typestore=self.typestore)
+            episode.connections[key] = connection
+        episode.writer.write(connection, stamp_ns, data)
+
+    def _write_event(self, event: str, stamp_ns: int, outcome: EpisodeOutcome | None) -> None:
+        episode = self._episode
+        assert episode is not None
+        if EPISODE_EVENT_TYPE not in self._known_types:
+            return
+        msg_class = self.typestore.types[EPISODE_EVENT_TYPE]
+        time_class = self.typestore.types['builtin_interfaces/msg/Time']
+        header_class = self.typestore.types['std_msgs/msg/Header']
+        msg = msg_class(
+            header=header_class(stamp=time_class(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id=''),
+            event=getattr(msg_class, event),
+            episode_id=episode.episode_id,
+            has_outcome=outcome is not None,
+            success=bool(outcome.success) if outcome else False,
+            score=float('nan') if outcome is None or outcome.score is None else float(outcome.score),
+            note=outcome.note if outcome else '',
+        )
+        data = self.typestore.serialize_cdr(msg, EPISODE_EVENT_TYPE)
+        self._write_raw(episode, self.event_topic, EPISODE_EVENT_TYPE, data, stamp_ns)
+
+    def _handle_stop(
+        self, seq: int, outcome: EpisodeOutcome | None, stamp_ns: int, done: threading.Event, result: dict[str, Any]
+    ) -> None:
+        episode = self._episode
+        try:
+            if episode is None or episode.seq != seq:
+                raise RecorderError(f'no open bag for episode #{seq}') from self._error
+            self._write_event('STOP', stamp_ns, outcome)
+            episode.writer.close()
+            self._stats.episodes_closed += 1
+            if outcome is not None:
+                _write_outcome(episode.bag_dir, outcome, source='recorder')
+            if self._error is not None:
+                raise RecorderError('messages after a write error were dropped') from self._error
+        except BaseException as err:  # noqa: BLE001 -- handed to the caller
+            result['error'] = err
+            if episode is not None:
+                with suppress(Exception):
+                    episode.writer.abort()
+        finally:
+            self._episode = None
+            done.set()
+
+    def _flush(self) -> None:
+        """End the pending MCAP chunk and hand it to the OS (see module docstring)."""
+        episode = self._episode
+        if episode is None or episode.writer.storage is None:
+            return
+        storage = episode.writer.storage
+        try:
+            if storage.chunk.bio.tell():
+                storage.close_chunk()
+            storage.bio.flush()
+            self._stats.flushes += 1
+            if self.fsync_period_s > 0 and time.monotonic() - self._last_fsync >= self.fsync_period_s:
+                os.fsync(storage.bio.fileno())
+                self._last_fsync = time.monotonic()
+        except BaseException as err:  # noqa: BLE001
+            self._fail(err)
+
+    def _fail(self, err: BaseException) -> None:
+        """A disk error: drop from now on (counted) and raise it from stop/start."""
+        log.error('episode recorder: writing %s failed: %r', self._episode and self._episode.bag_dir, err)
+        self._error = err
+
+
+# --------------------------------------------------------------------------- signals
+
+
+def install_signal_handlers(
+    recorder: EpisodeRecorder,
+    signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
+    on_signal: Callable[[int], None] | None = None,
+) -> None:
+    """On SIGINT/SIGTERM: close the recorder (the open bag is finalized with every accepted
+    message), then hand the signal to the handler that was installed before (SIGINT:
+    KeyboardInterrupt by default; SIGTERM: the default action, i.e. the process ends).
+
+    Must be called from the main thread. For plain Python processes: Python runs signal
+    handlers only between bytecodes of the main thread, so inside an rclpy node (main
+    thread blocked in ``rclpy.spin``) rely on rclpy's own SIGINT/SIGTERM handling instead:
+    ``try: rclpy.spin(node) except (KeyboardInterrupt, ExternalShutdownException): pass
+    finally: recorder.close()``. A handler installed outside Python (``getsignal`` returns
+    None) cannot be chained; then SIGINT raises KeyboardInterrupt and others SystemExit.
+    """
+    for signum in signals:
+        previous = signal.getsignal(signum)
+
+        def handler(num: int, frame: Any, _previous: Any = previous) -> None:
+            try:
+                recorder.close()
+            except Exception:  # noqa: BLE001 -- still end the process as asked
+                log.exception('episode recorder: closing on signal %d failed', num)
+            if on_signal is not None:
+                on_signal(num)
+            if callable(_previous):
+                _previous(num, frame)
+            elif _previous is None:
+                if num == signal.SIGINT:
+                    raise KeyboardInterrupt
+                raise SystemExit(128 + num)
+            elif _previous != signal.SIG_IGN:
+                signal.signal(num, signal.SIG_DFL)
+                os.kill(os.getpid(), num)
+
+        signal.signal(signum, handler)
+
+
+# --------------------------------------------------------------------------- recovery
+
+
+def _mcap_paths(bag_dir: Path) -> list[Path]:
+    paths = sorted(bag_dir.glob('*.mcap'))
+    if not paths:
+        raise RecorderError(f'{bag_dir} holds no .mcap file')
+    return paths
+
+
+def is_bag_closed(bag_dir: str | os.PathLike[str]) -> bool:
+    """True when the bag has ``metadata.yaml`` and every MCAP file ends with the footer magic."""
+    bag_dir = Path(bag_dir)
+    if not (bag_dir / 'metadata.yaml').exists():
+        return False
+    for path in _mcap_paths(bag_dir):
+        with path.open('rb') as handle:
+            if handle.seek(0, 2) < 2 * len(_MCAP_MAGIC):
+                return False
+            handle.seek(-len(_MCAP_MAGIC), 2)
+            if handle.read() != _MCAP_MAGIC:
+                return False
+    return True
+
+
+@dataclass(frozen=True)
+class RecoveryResult:
+    bag_dir: Path
+    already_closed: bool
+    messages: int
+    dropped_tail_bytes: int  # bytes after the last complete record (lost in the crash)
+
+
+def _read_u(fmt: str, buf: bytes, offset: int) -> tuple[Any, int]:
+    size = struct.calcsize(fmt)
+    return struct.unpack_from(fmt, buf, offset)[0], offset + size
+
+
+def _read_str(buf: bytes, offset: int) -> tuple[bytes, int]:
+    length, offset = _read_u('<I', buf, offset)
+    if offset + length > len(buf):
+        raise ValueError('truncated string')
+    return bytes(buf[offset:offset + length]), offset + length
+
+
+_Schemas = dict[int, tuple[str, str, str]]
+_Channels = dict[int, tuple[str, int, bytes]]
+
+
+def _scan_unclosed_mcap(path: Path) -> tuple[_Schemas, _Channels, list[tuple[int, int, bytes]], int]:
+    """Schemas, channels and messages from every complete record of an MCAP file.
+
+    Returns (schemas: id -> (name, encoding, data), channels: id -> (topic, schema_id,
+    metadata), messages: [(channel_id, log_time, data)], bytes after the last good record).
+    """
+    from rosbags.rosbag2.storage_mcap import DECOMPRESSORS
+
+    raw = path.read_bytes()
+    if not raw.startswith(_MCAP_MAGIC):
+        raise RecorderError(f'{path} is not an MCAP file')
+    schemas: _Schemas = {}
+    channels: _Channels = {}
+    messages: list[tuple[int, int, bytes]] = []
+
+    def parse_records(buf: bytes | memoryview, start: int, top_level: bool) -> int:
+        offset = start
+        while offset + 9 <= len(buf):
+            op = buf[offset]
+            (length,) = struct.unpack_from('<Q', buf, offset + 1)
+            body_start = offset + 9
+            if body_start + length > len(buf):
+                break
+            body = buf[body_start:body_start + length]
+            try:
+                if op == 0x03:
+                    (sid,) = struct.unpack_from('<H', body, 0)
+                    name, pos = _read_str(body, 2)
+                    enc, pos = _read_str(body, pos)
+                    data, pos = _read_str(body, pos)
+                    schemas[sid] = (name.decode(), enc.decode(), data.decode())
+                elif op == 0x04:
+                    cid, sid = struct.unpack_from('<HH', body, 0)
+                    topic, pos = _read_str(body, 4)
+                    _enc, pos = _read_str(body, pos)
+                    meta, pos = _read_str(body, pos)
+                    channels[cid] = (topic.decode(), sid, meta)
+                elif op == 0x05:
+                    cid, _seq, log_time, _pub = struct.unpack_from('<HIQQ', body, 0)
+                    messages.append((cid, log_time, bytes(body[22:])))
+                elif op == 0x06 and top_level:
+                    _t0, _t1, usize, _crc = struct.unpack_from('<QQQI', body, 0)
+                    compression, pos = _read_str(body, 28)
+                    (csize,) = struct.unpack_from('<Q', body, pos)
+                    pos += 8
+                    inner = DECOMPRESSORS[compression.decode()](bytes(body[pos:pos + csize]), usize)
+                    if parse_records(inner, 0, top_level=False) != len(inner):
+                        raise ValueError('chunk content truncated')
+                elif op == 0x02 and top_level:
+                    break  # footer: the file was closed after all
+            except Exception:  # noqa: BLE001 -- a damaged record ends what can be salvaged
+                break
+            offset = body_start + length
+        return offset
+
+    end = parse_records(raw, len(_MCAP_MAGIC), top_level=True)
+    return schemas, channels, messages, len(raw) - end
+
+
+def _register_from_msgdef(typestore: Typestore, msgtype: str, msgdef: str) -> None:
+    """Register ``msgtype`` (and its dependencies) from a rosbag2 concatenated msgdef."""
+    separator = '=' * 80
+    sections = msgdef.split(separator)
+    types = dict(get_types_from_msg(sections[0].strip('\n'), msgtype))
+    for section in sections[1:]:
+        lines = section.strip('\n').split('\n', 1)
+        name = lines[0].removeprefix('MSG:').strip()
+        if '/msg/' not in name:
+            name = name.replace('/', '/msg/', 1)
+        types.update(get_types_from_msg(lines[1] if len(lines) > 1 else '', name))
+    typestore.register({k: v for k, v in types.items() if k not in typestore.fielddefs})
+
+
+def recover(bag_dir: str | os.PathLike[str], typestore: Typestore | None = None) -> RecoveryResult:
+    """Make the bag of a recorder that died without closing (SIGKILL, power loss) readable.
+
+    Every message in a complete MCAP record is kept; a torn record at the end is dropped.
+    The bag is rewritten with an index/summary and ``metadata.yaml``; ``episode.yaml`` and
+    ``outcome.yaml`` are left as they are. A closed bag is left untouched.
+    """
+    bag_dir = Path(bag_dir)
+    if is_bag_closed(bag_dir):
+        with Reader(bag_dir) as reader:
+            return RecoveryResult(bag_dir, True, reader.message_count, 0)
+    paths = _mcap_paths(bag_dir)
+    if len(paths) != 1:
+        raise RecorderError(f'{bag_dir}: expected one .mcap file to recover, found {len(paths)}')
+    source = paths[0]
+    schemas, channels, messages, tail = _scan_unclosed_mcap(source)
+    typestore = typestore if typestore is not None else build_typestore()
+
+    info = read_episode_info(bag_dir)
+    staging_root = Path(tempfile.mkdtemp(prefix='.recover-', dir=bag_dir.parent))
+    try:
+        staging = staging_root / source.stem  # Writer names the file <dir name>.mcap
+        writer = Writer(staging, version=ROSBAG2_VERSION, storage_plugin=StoragePlugin.MCAP)
+        if info:
+            writer.set_custom_data('episode_id', str(info.get('episode_id', '')))
+            writer.set_custom_data('episode_metadata', json.dumps(info.get('metadata') or {}, sort_keys=True))
+        writer.set_custom_data('recovered', 'true')
+        writer.open()
+        connections = {}
+        for cid, (topic, sid, meta) in sorted(channels.items()):
+            msgtype, _encoding, msgdef = schemas[sid]
+            if msgtype not in typestore.fielddefs:
+                _register_from_msgdef(typestore, msgtype, msgdef)
+            connections[cid] = writer.add_connection(
+                topic, msgtype, typestore=typestore, offered_qos_profiles=get_qos(meta)
+            )
+        for cid, log_time, data in messages:
+            writer.write(connections[cid], log_time, data)
+        writer.close()
+        backup = source.with_suffix('.mcap.unclosed')
+        os.replace(source, backup)
+        os.replace(staging / f'{source.stem}.mcap', bag_dir / f'{source.stem}.mcap')
+        os.replace(staging / 'metadata.yaml', bag_dir / 'metadata.yaml')
+        with Reader(bag_dir) as reader:
+            if reader.message_count != len(messages):
+                raise RecorderError(f'recovered bag {bag_dir} reads {reader.message_count} of {len(messages)} messages')
+        backup.unlink()
+    finally:
+        shutil.rmtree(staging_root, ignore_errors=True)
+    log.info('recovered %s: %d messages, %d torn bytes dropped', bag_dir, len(messages), tail)
+    return RecoveryResult(bag_dir, False, len(messages), tail)
+
+
+def _nan_to_none(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def read_bag_events(bag_dir: str | os.PathLike[str], typestore: Typestore | None = None) -> list[dict[str, Any]]:
+    """EpisodeEvent messages recorded in a bag, as dicts (event name, stamp, outcome)."""
+    typestore = typestore if typestore is not None else build_typestore()
+    names = {0: 'START', 1: 'STOP', 2: 'LABEL'}
+    events = []
+    with Reader(Path(bag_dir)) as reader:
+        conns = [c for c in reader.connections if c.msgtype == EPISODE_EVENT_TYPE]
+        for _conn, stamp_ns, data in reader.messages(connections=conns):
+            msg = typestore.deserialize_cdr(data, EPISODE_EVENT_TYPE)
+            events.append({
+                'event': names.get(msg.event, str(msg.event)),
+                'stamp_ns': stamp_ns,
+                'episode_id': msg.episode_id,
+                'outcome': EpisodeOutcome(msg.success, _nan_to_none(msg.score), msg.note) if msg.has_outcome else None,
+            })
+    return events
+
