@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cosmos_policy_ros.sim.aloha_sim import PHYSICS_DT_S, _import_gym_aloha
+from cosmos_policy_ros.replay import TimeIndexedTrajectoryPolicy
 from cosmos_policy_ros.types import Observation, PolicyOutput
 
 EPISODE_STEPS = 400  # 8 s at 50 Hz, as in the ALOHA sim datasets
@@ -125,11 +126,11 @@ def transfer_cube_joint_trajectory(box_pose: np.ndarray) -> np.ndarray:
 
 
 class ScriptedTransferCubeExpert:
-    """`Policy` that replays the expert trajectory for the cube pose it observes.
+    """`Policy` that plans the expert trajectory for the cube pose it observes at the
+    episode's first observation, then replays it indexed by time (see
+    `replay.TimeIndexedTrajectoryPolicy`)."""
 
-    The trajectory is indexed by time since the episode's first observation, so a chunk
-    computed late still lines up with the robot's clock; `horizon` steps are returned.
-    """
+    required_privileged = ("object_pose",)
 
     def __init__(self, horizon: int = 50, control_period_s: float = PHYSICS_DT_S):
         self.horizon = horizon
@@ -137,16 +138,13 @@ class ScriptedTransferCubeExpert:
         self.reset()
 
     def reset(self) -> None:
-        self._trajectory: np.ndarray | None = None
-        self._start_ns: int | None = None
+        self._replay: TimeIndexedTrajectoryPolicy | None = None
 
     def infer(self, observation: Observation) -> PolicyOutput:
-        pose = observation.privileged.get("object_pose")
-        if pose is None:
-            raise ValueError("the scripted expert needs the cube pose (sim/object_pose topic)")
-        if self._trajectory is None:
-            self._trajectory = transfer_cube_joint_trajectory(np.asarray(pose, dtype=np.float64))
-            self._start_ns = observation.stamp_ns
-        step = int(round((observation.stamp_ns - self._start_ns) / (self.control_period_s * 1e9)))
-        idx = np.clip(np.arange(step, step + self.horizon), 0, len(self._trajectory) - 1)
-        return PolicyOutput(actions=self._trajectory[idx].copy())
+        if self._replay is None:
+            pose = observation.privileged.get("object_pose")
+            if pose is None:
+                raise ValueError("the scripted expert needs the cube pose (sim/object_pose topic)")
+            trajectory = transfer_cube_joint_trajectory(np.asarray(pose, dtype=np.float64))
+            self._replay = TimeIndexedTrajectoryPolicy(trajectory, self.control_period_s, self.horizon)
+        return self._replay.infer(observation)

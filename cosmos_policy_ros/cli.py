@@ -1,0 +1,132 @@
+"""`cosmos-policy-ros` command line: the closed-loop demo and the offline tools.
+
+Subcommands: demo, make-tiny-checkpoint, convert-checkpoint, bags-to-dataset, train,
+export-onnx. Each tool module exposes `add_*_arguments(parser)` and `run_*(args)`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+
+# subcommand -> (module, add-arguments function, run function, help)
+TOOLS = {
+    "make-tiny-checkpoint": ("cosmos_policy_ros.model.tiny", "add_tiny_arguments",
+                             "run_tiny", "write the tiny random Cosmos checkpoint folder"),
+    "convert-checkpoint": ("cosmos_policy_ros.model.convert", "add_convert_arguments",
+                           "run_convert", "official Cosmos Policy checkpoint -> checkpoint folder"),
+    "bags-to-dataset": ("cosmos_policy_ros.dataset", "add_bags_to_dataset_arguments",
+                        "run_bags_to_dataset", "recorded rosbag2 episodes -> ALOHA HDF5 training episodes"),
+    "train": ("cosmos_policy_ros.training", "add_train_arguments", "run_train",
+              "fine-tune a checkpoint folder (policy / world model / value objectives)"),
+    "export-onnx": ("cosmos_policy_ros.onnx_backend", "add_export_onnx_arguments", "run_export_onnx",
+                    "export a checkpoint's denoiser to ONNX"),
+}
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="aloha", help="robot YAML (path or name in config/)")
+    parser.add_argument("--episodes", type=int, default=1, help="sim episodes to run")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first episode")
+    parser.add_argument("--policy", default="", help="override policy.type (scripted_transfer_cube | replay | cosmos)")
+    parser.add_argument("--checkpoint", default="", help="Cosmos checkpoint folder (policy cosmos)")
+    parser.add_argument("--backend", default="", help="torch | onnx (policy cosmos)")
+    parser.add_argument("--planning", action="store_true", help="start planner_node and plan best-of-N")
+    parser.add_argument("--planning-checkpoint", default="", help="planning model folder (default: the policy's)")
+    parser.add_argument("--episode-length", type=float, default=0.0, help="sim seconds per episode (default: config)")
+    parser.add_argument("--record", default="", help="record rollouts (rosbag2 MCAP) into this folder")
+    parser.add_argument("--out", default="out/demo", help="logs and results.json go here")
+    parser.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds (default: generous)")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from cosmos_policy_ros.config import load_config
+    from cosmos_policy_ros.launcher import Graph, ros_env, tail
+
+    config = load_config(args.config)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_file = out / "results.json"
+    results_file.unlink(missing_ok=True)
+    common = {"config_file": str(config.path.resolve())}
+    policy_params = dict(common, use_sim_time=True)
+    for param, value in (("policy_type", args.policy), ("checkpoint", args.checkpoint), ("backend", args.backend)):
+        if value:
+            policy_params[param] = value
+    if args.planning:
+        policy_params["planning"] = True
+    sim_params = dict(common, num_episodes=args.episodes, seed=args.seed, results_file=str(results_file.resolve()))
+    episode_s = args.episode_length or float(config.get("sim", "episode_length_s", 8.0))
+    sim_params["episode_length_s"] = episode_s
+    timeout = args.timeout or (60.0 + args.episodes * episode_s * 8.0)
+
+    print(f"[demo] robot config {config.path}; policy {args.policy or config.get('policy', 'type')}; "
+          f"{args.episodes} episode(s) of {episode_s:g} s sim; logs in {out}/", flush=True)
+    started = time.perf_counter()
+    with Graph(ros_env(), out / "logs") as graph:
+        graph.start("chunk_executor_node", dict(common, use_sim_time=True))
+        graph.start("policy_node", policy_params)
+        if args.planning:
+            planner = dict(common, use_sim_time=True)
+            if args.planning_checkpoint:
+                planner["checkpoint"] = args.planning_checkpoint
+            graph.start("planner_node", planner)
+        if args.record:
+            graph.start("recorder_node", dict(common, use_sim_time=True, output_dir=str(Path(args.record).resolve())))
+        graph.start("sim_node", sim_params)
+        try:
+            code = graph.wait("sim_node", timeout)
+        except RuntimeError as exc:
+            print(f"[demo] FAILED: {exc}", file=sys.stderr)
+            return 1
+        if code is None:
+            print(f"[demo] FAILED: no result after {timeout:.0f} s; sim log:\n{tail(graph.nodes['sim_node'].log_path)}",
+                  file=sys.stderr)
+            return 1
+        logs = {name: node.log_path for name, node in graph.nodes.items()}
+    wall = time.perf_counter() - started
+    if not results_file.exists():
+        print(f"[demo] FAILED: the sim wrote no results; sim log:\n{tail(logs['sim_node'])}", file=sys.stderr)
+        return 1
+    results = json.loads(results_file.read_text())
+    print(f"[demo] {'episode':<28} {'result':<8} {'max reward':>10} {'sim s':>6} {'wall s':>7}")
+    for r in results:
+        print(f"[demo] {r['episode_id']:<28} {'success' if r['success'] else 'failure':<8} "
+              f"{r['max_reward']:>8}/4 {r['sim_s']:>6.1f} {r['wall_s']:>7.1f}")
+    successes = sum(r["success"] for r in results)
+    rtf = sum(r["sim_s"] for r in results) / max(1e-9, sum(r["wall_s"] for r in results))
+    print(f"[demo] {successes}/{len(results)} succeeded; total wall {wall:.1f} s (real-time factor {rtf:.2f} "
+          f"while running); executor/policy statistics in {out}/logs/", flush=True)
+    for name in ("policy_node", "chunk_executor_node"):
+        stats = [line for line in logs[name].read_text(errors="replace").splitlines() if "chunks" in line]
+        if stats:
+            print(f"[demo] {name}: {stats[-1].split(']: ')[-1]}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cosmos-policy-ros", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="simulated ALOHA closed loop through the ROS graph")
+    add_demo_arguments(demo)
+    demo.set_defaults(run=run_demo)
+    for name, (module, add, run, help_text) in TOOLS.items():
+        tool = sub.add_parser(name, help=help_text)
+        tool.set_defaults(module=module, add=add, run_name=run)
+    # Tool modules import torch; only import the one asked for.
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in TOOLS:
+        module, add, run, help_text = TOOLS[argv[0]]
+        mod = importlib.import_module(module)
+        tool = argparse.ArgumentParser(prog=f"cosmos-policy-ros {argv[0]}", description=help_text)
+        getattr(mod, add)(tool)
+        return int(getattr(mod, run)(tool.parse_args(argv[1:])) or 0)
+    args = parser.parse_args(argv)
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,243 @@
+"""The robot configuration file (config/<robot>.yaml): loading and validation.
+
+Every node, the launch file and the CLI read the same YAML. Errors name the file, the
+field and what was expected, at start-up; nothing here guesses a missing value that must
+match the hardware.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message says where and why."""
+
+
+def default_config_dir() -> Path:
+    """config/ of a source checkout, or share/cosmos_policy_ros/config when installed."""
+    candidates = [PACKAGE_DIR.parent / "config"]
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / "cosmos_policy_ros" / "config")
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    return candidates[0]
+
+
+def resolve_config_path(path: str | os.PathLike) -> Path:
+    """A file path, or a bare robot name (`aloha`) looked up in the config directory."""
+    path = Path(path)
+    if path.exists():
+        return path
+    named = default_config_dir() / (path.name if path.suffix else f"{path.name}.yaml")
+    if named.exists():
+        return named
+    raise ConfigError(f"config file {str(path)!r} not found (also looked for {named})")
+
+
+@dataclass(frozen=True)
+class GripperConfig:
+    joint: str
+    state_name: str
+    finger_closed_m: float
+    finger_open_m: float
+    motor_closed_rad: float
+    motor_open_rad: float
+
+    def normalize_finger(self, finger_m: float) -> float:
+        return (finger_m - self.finger_closed_m) / (self.finger_open_m - self.finger_closed_m)
+
+    def finger_from_normalized(self, opening: float) -> float:
+        return self.finger_closed_m + opening * (self.finger_open_m - self.finger_closed_m)
+
+    def motor_from_normalized(self, opening: float) -> float:
+        return self.motor_closed_rad + opening * (self.motor_open_rad - self.motor_closed_rad)
+
+
+@dataclass(frozen=True)
+class ArmConfig:
+    name: str
+    joint_state_topic: str
+    command_namespace: str
+    joints: dict[str, str]  # joint_names entry -> JointState name (arm joints, in order)
+    gripper: GripperConfig | None
+    indices: tuple[int, ...]  # positions of this arm's joints (arm joints, then gripper) in joint_names
+
+    @property
+    def command_joint_names(self) -> list[str]:
+        """This arm's joints in command order, with the controller's names."""
+        names = list(self.joints.values())
+        if self.gripper is not None:
+            names.append("gripper")
+        return names
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    name: str
+    topic: str
+    required: bool
+
+
+@dataclass(frozen=True)
+class RobotConfig:
+    """Typed view of the robot YAML; `raw` keeps the whole mapping for sections that
+    other modules validate themselves (limits, execution, policy, planning, sim)."""
+
+    path: Path
+    robot: str
+    control_rate_hz: float
+    joint_names: tuple[str, ...]
+    arms: tuple[ArmConfig, ...]
+    cameras: tuple[CameraConfig, ...]
+    camera_transport: str
+    max_skew_s: float
+    max_age_s: float
+    raw: dict[str, Any]
+
+    @property
+    def dof(self) -> int:
+        return len(self.joint_names)
+
+    @property
+    def control_period_s(self) -> float:
+        return 1.0 / self.control_rate_hz
+
+    def section(self, name: str) -> dict[str, Any]:
+        value = self.raw.get(name) or {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{self.path}: {name}: expected a mapping, got {type(value).__name__}")
+        return value
+
+    def get(self, section: str, key: str, default: Any = None) -> Any:
+        return self.section(section).get(key, default)
+
+
+def _require(mapping: dict, key: str, where: str, kind: type | tuple[type, ...], what: str):
+    if key not in mapping:
+        raise ConfigError(f"{where}: missing field {key!r} ({what})")
+    value = mapping[key]
+    if not isinstance(value, kind):
+        raise ConfigError(f"{where}.{key}: expected {what}, got {value!r}")
+    return value
+
+
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> RobotConfig:
+    """Load and validate a robot YAML. `overrides` maps 'section.key' -> value."""
+    path = resolve_config_path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if not key:
+            raw[section] = value
+        else:
+            raw.setdefault(section, {})
+            raw[section][key] = value
+    return parse_config(raw, path)
+
+
+def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> RobotConfig:
+    where = str(path)
+    joint_names = _require(raw, "joint_names", where, list, "a list of joint names")
+    joint_names = tuple(str(n) for n in joint_names)
+    if len(set(joint_names)) != len(joint_names):
+        raise ConfigError(f"{where}.joint_names: names must be unique, got {list(joint_names)}")
+    rate = float(_require(raw, "control_rate_hz", where, (int, float), "a rate in Hz"))
+    if rate <= 0:
+        raise ConfigError(f"{where}.control_rate_hz: expected > 0, got {rate}")
+
+    arms_raw = _require(raw, "arms", where, dict, "a mapping arm name -> arm section")
+    arms = []
+    covered: list[str] = []
+    for arm_name, arm in arms_raw.items():
+        at = f"{where}.arms.{arm_name}"
+        if not isinstance(arm, dict):
+            raise ConfigError(f"{at}: expected a mapping")
+        joints = _require(arm, "joints", at, dict, "a mapping joint_names entry -> JointState name")
+        gripper = None
+        if arm.get("gripper"):
+            g = arm["gripper"]
+            gw = f"{at}.gripper"
+            gripper = GripperConfig(
+                joint=str(_require(g, "joint", gw, str, "a joint_names entry")),
+                state_name=str(_require(g, "state_name", gw, str, "the JointState name of the finger")),
+                finger_closed_m=float(_require(g, "finger_closed_m", gw, (int, float), "metres")),
+                finger_open_m=float(_require(g, "finger_open_m", gw, (int, float), "metres")),
+                motor_closed_rad=float(g.get("motor_closed_rad", 0.0)),
+                motor_open_rad=float(g.get("motor_open_rad", 1.0)),
+            )
+            if gripper.finger_open_m == gripper.finger_closed_m:
+                raise ConfigError(f"{gw}: finger_open_m must differ from finger_closed_m")
+        names = list(joints) + ([gripper.joint] if gripper else [])
+        unknown = [n for n in names if n not in joint_names]
+        if unknown:
+            raise ConfigError(f"{at}: joints {unknown} are not in joint_names {list(joint_names)}")
+        covered += names
+        arms.append(ArmConfig(
+            name=str(arm_name),
+            joint_state_topic=str(_require(arm, "joint_state_topic", at, str, "a topic name")),
+            command_namespace=str(arm.get("command_namespace", arm_name)),
+            joints={str(k): str(v) for k, v in joints.items()},
+            gripper=gripper,
+            indices=tuple(joint_names.index(n) for n in names),
+        ))
+    missing = [n for n in joint_names if n not in covered]
+    duplicated = sorted({n for n in covered if covered.count(n) > 1})
+    if missing or duplicated:
+        raise ConfigError(f"{where}.arms: every joint_names entry must belong to exactly one arm "
+                          f"(missing {missing}, in several arms {duplicated})")
+
+    cams_raw = _require(raw, "cameras", where, dict, "a mapping camera name -> {topic, required}")
+    cameras = []
+    for cam_name, cam in cams_raw.items():
+        cw = f"{where}.cameras.{cam_name}"
+        if not isinstance(cam, dict):
+            raise ConfigError(f"{cw}: expected a mapping with 'topic'")
+        cameras.append(CameraConfig(str(cam_name), str(_require(cam, "topic", cw, str, "a topic name")),
+                                    bool(cam.get("required", True))))
+    transport = str(raw.get("camera_transport", "raw"))
+    if transport not in ("raw", "compressed"):
+        raise ConfigError(f"{where}.camera_transport: expected 'raw' or 'compressed', got {transport!r}")
+    obs = raw.get("observation") or {}
+    max_skew = float(obs.get("max_skew_s", 0.1))
+    max_age = float(obs.get("max_age_s", 0.5))
+    if max_skew <= 0 or max_age <= 0:
+        raise ConfigError(f"{where}.observation: max_skew_s and max_age_s must be > 0")
+    limits = raw.get("limits")
+    if not isinstance(limits, dict):
+        raise ConfigError(f"{where}: missing section 'limits' (lower, upper, max_step_per_tick per joint)")
+    return RobotConfig(
+        path=Path(path), robot=str(raw.get("robot", Path(str(path)).stem)), control_rate_hz=rate,
+        joint_names=joint_names, arms=tuple(arms), cameras=tuple(cameras), camera_transport=transport,
+        max_skew_s=max_skew, max_age_s=max_age, raw=raw,
+    )
+
+
+def joint_state_to_positions(arm: ArmConfig, names: list[str], positions, out: np.ndarray) -> None:
+    """Write one arm's JointState into `out` ([dof], joint_names order). Raises
+    ValueError naming the missing joint when the message lacks one."""
+    index = {name: i for i, name in enumerate(names)}
+    for slot, joint in zip(arm.indices, arm.joints):
+        state_name = arm.joints[joint]
+        if state_name not in index:
+            raise ValueError(f"{arm.joint_state_topic}: JointState has no joint {state_name!r} (has {names})")
+        out[slot] = positions[index[state_name]]
+    if arm.gripper is not None:
+        g = arm.gripper
+        if g.state_name not in index:
+            raise ValueError(f"{arm.joint_state_topic}: JointState has no joint {g.state_name!r} (has {names})")
+        out[arm.indices[-1]] = g.normalize_finger(positions[index[g.state_name]])

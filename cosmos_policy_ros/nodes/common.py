@@ -1,0 +1,76 @@
+"""What every node shares: the config parameter, QoS profiles, and a main() wrapper."""
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Callable
+
+from cosmos_policy_ros.config import ConfigError, RobotConfig, load_config
+
+
+def sensor_qos(depth: int = 2):
+    from rclpy.qos import qos_profile_sensor_data
+
+    profile = qos_profile_sensor_data
+    profile.depth = depth
+    return profile
+
+
+def reliable_qos(depth: int = 10):
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def declare_config(node, extra_overrides: dict[str, tuple[str, object, str]] | None = None) -> RobotConfig:
+    """Declare `config_file` (+ typed override parameters) and load the robot YAML.
+
+    extra_overrides: parameter name -> ('section.key', default, description). An override
+    whose value differs from its default replaces the YAML value.
+    """
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    path = node.declare_parameter(
+        "config_file", "aloha",
+        ParameterDescriptor(description="robot YAML (path, or a name in the package's config/)")).value
+    overrides = {}
+    for param, (dotted, default, description) in (extra_overrides or {}).items():
+        value = node.declare_parameter(param, default, ParameterDescriptor(description=description)).value
+        if value != default:
+            overrides[dotted] = value
+    try:
+        return load_config(path, overrides)
+    except ConfigError as exc:
+        node.get_logger().fatal(str(exc))
+        raise
+
+
+def now_ns(node) -> int:
+    return node.get_clock().now().nanoseconds
+
+
+def run_node(make_node: Callable[[], object], args=None, executor_threads: int = 2) -> int:
+    """rclpy.init, build the node, spin until SIGINT/SIGTERM, shut down cleanly."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = None
+    try:
+        node = make_node()
+        executor = MultiThreadedExecutor(num_threads=executor_threads)
+        executor.add_node(node)
+        signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ConfigError:
+        return 2
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close:
+                close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

@@ -1,0 +1,66 @@
+"""Build the `Policy` named by the robot YAML's `policy` section.
+
+Types: `scripted_transfer_cube` (sim expert), `replay` (ALOHA HDF5 episode),
+`cosmos` (a checkpoint folder, torch or ONNX Runtime denoiser).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from cosmos_policy_ros.config import ConfigError, RobotConfig
+from cosmos_policy_ros.types import Policy
+
+POLICY_TYPES = ("scripted_transfer_cube", "replay", "cosmos")
+
+
+def default_checkpoint() -> Path:
+    """The tiny random Cosmos checkpoint the package ships (runs, does not solve tasks)."""
+    return Path(__file__).resolve().parent / "data" / "tiny_cosmos"
+
+
+def make_policy(config: RobotConfig) -> Policy:
+    section = config.section("policy")
+    kind = str(section.get("type", "scripted_transfer_cube"))
+    horizon = int(section.get("horizon", 50))
+    where = f"{config.path}: policy"
+    if kind == "scripted_transfer_cube":
+        from cosmos_policy_ros.sim.scripted import ScriptedTransferCubeExpert
+
+        if config.dof != 14:
+            raise ConfigError(f"{where}.type: the transfer-cube expert drives the 14 ALOHA joints, config has {config.dof}")
+        return ScriptedTransferCubeExpert(horizon=horizon, control_period_s=config.control_period_s)
+    if kind == "replay":
+        from cosmos_policy_ros.replay import ReplayPolicy
+
+        episode = str(section.get("replay_episode", ""))
+        if not episode:
+            raise ConfigError(f"{where}.replay_episode: an ALOHA HDF5 episode file is required for type 'replay'")
+        return ReplayPolicy(episode, config.control_period_s, horizon)
+    if kind == "cosmos":
+        checkpoint = str(section.get("checkpoint", "")) or str(default_checkpoint())
+        backend = str(section.get("backend", "torch"))
+        seed = int(section.get("seed", 0))
+        return make_cosmos_policy(checkpoint, backend, seed, config)
+    raise ConfigError(f"{where}.type: expected one of {POLICY_TYPES}, got {kind!r}")
+
+
+def make_cosmos_policy(checkpoint: str, backend: str, seed: int, config: RobotConfig | None = None):
+    from cosmos_policy_ros.model.cosmos_policy import CosmosPolicy
+
+    if not Path(checkpoint).is_dir():
+        raise ConfigError(f"policy.checkpoint: {checkpoint!r} is not a checkpoint folder "
+                          "(create one with `cosmos-policy-ros make-tiny-checkpoint` or `convert-checkpoint`)")
+    if backend == "torch":
+        policy = CosmosPolicy.from_pretrained(checkpoint, seed=seed)
+    elif backend == "onnx":
+        from cosmos_policy_ros.onnx_backend import make_onnx_policy
+
+        policy = make_onnx_policy(checkpoint, seed=seed)
+    else:
+        raise ConfigError(f"policy.backend: expected 'torch' or 'onnx', got {backend!r}")
+    if config is not None:
+        names = tuple(policy.config.joint_names) if hasattr(policy.config, "joint_names") else None
+        if names and tuple(names) != config.joint_names:
+            raise ConfigError(f"checkpoint {checkpoint} was trained for joints {list(names)}, "
+                              f"{config.path} has {list(config.joint_names)}")
+    return policy
