@@ -24,7 +24,8 @@ def _interbotix_msgs(module: str):
             "Interbotix messages (interbotix_xs_msgs) or choose the position/trajectory adapter") from exc
 
 
-def make_executor_node():
+def make_executor_node(**node_options):
+    """Build the node; node_options go to rclpy Node (context, parameter_overrides, ...)."""
     from rclpy.node import Node
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64MultiArray
@@ -39,7 +40,7 @@ def make_executor_node():
 
     class ChunkExecutorNode(Node):
         def __init__(self):
-            super().__init__("chunk_executor_node")
+            super().__init__("chunk_executor_node", **node_options)
             self.config = declare_config(self, {
                 "adapter": ("output.adapter", "", "override output.adapter: position | trajectory | interbotix"),
             })
@@ -126,7 +127,7 @@ def make_executor_node():
             with self._lock:
                 result = self.executor_core.submit(chunk, now_ns(self))
             if not result.accepted:
-                self.get_logger().warn(f"refused chunk {chunk.chunk_id}: {result.reason}", throttle_duration_sec=1.0)
+                self.get_logger().warning(f"refused chunk {chunk.chunk_id}: {result.reason}", throttle_duration_sec=1.0)
 
         def _on_event(self, msg) -> None:
             if msg.event == msg.START:
@@ -141,7 +142,7 @@ def make_executor_node():
                 self.executor_core.set_enabled(bool(request.data), now_ns(self))
             response.success = True
             response.message = "enabled" if request.data else "disabled: holding position"
-            self.get_logger().warn(response.message) if not request.data else self.get_logger().info(response.message)
+            self.get_logger().warning(response.message) if not request.data else self.get_logger().info(response.message)
             return response
 
         def _tick(self) -> None:

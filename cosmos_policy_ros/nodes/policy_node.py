@@ -35,7 +35,8 @@ def policy_control_period_s(policy, default_s: float) -> float:
     return 1.0 / float(rate) if rate else default_s
 
 
-def make_policy_node():
+def make_policy_node(**node_options):
+    """Build the node; node_options go to rclpy Node (context, parameter_overrides, ...)."""
     from geometry_msgs.msg import PoseStamped
     from rclpy.node import Node
     from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -50,7 +51,7 @@ def make_policy_node():
 
     class PolicyNode(Node):
         def __init__(self):
-            super().__init__("policy_node")
+            super().__init__("policy_node", **node_options)
             self.config = declare_config(self, {
                 "policy_type": ("policy.type", "", "override policy.type"),
                 "checkpoint": ("policy.checkpoint", "", "override policy.checkpoint (Cosmos checkpoint folder)"),

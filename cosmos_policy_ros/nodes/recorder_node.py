@@ -40,7 +40,8 @@ def _ros_type(type_name: str):
     return getattr(importlib.import_module(f"{package}.msg"), name)
 
 
-def make_recorder_node():
+def make_recorder_node(**node_options):
+    """Build the node; node_options go to rclpy Node (context, parameter_overrides, ...)."""
     from rcl_interfaces.msg import ParameterDescriptor
     from rclpy.node import Node
 
@@ -50,7 +51,7 @@ def make_recorder_node():
 
     class RecorderNode(Node):
         def __init__(self):
-            super().__init__("recorder_node")
+            super().__init__("recorder_node", **node_options)
             self.config = declare_config(self)
             default_dir = str(self.config.get("recording", "output_dir", "rollouts"))
             self.output_dir = Path(self.declare_parameter(
@@ -130,7 +131,7 @@ def make_recorder_node():
         def _log_stats(self) -> None:
             s = self.recorder.stats()
             if s.dropped:
-                self.get_logger().warn(f"recorder dropped {s.dropped} messages (disk too slow?): {s.dropped_by_topic}")
+                self.get_logger().warning(f"recorder dropped {s.dropped} messages (disk too slow?): {s.dropped_by_topic}")
 
         def close(self) -> None:
             # Drains the queue and closes the bag: every accepted message reaches the disk.

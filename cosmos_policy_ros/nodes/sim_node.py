@@ -18,7 +18,8 @@ from cosmos_policy_ros.config import RobotConfig
 from cosmos_policy_ros.nodes.common import declare_config, reliable_qos, run_node, sensor_qos
 
 
-def make_sim_node(config_overrides=None):
+def make_sim_node(**node_options):
+    """Build the node; node_options go to rclpy Node (context, parameter_overrides, ...)."""
     import rclpy
     from geometry_msgs.msg import PoseStamped
     from rclpy.node import Node
@@ -33,7 +34,7 @@ def make_sim_node(config_overrides=None):
 
     class SimNode(Node):
         def __init__(self):
-            super().__init__("sim_node")
+            super().__init__("sim_node", **node_options)
             self.config: RobotConfig = declare_config(self, {
                 "num_episodes": ("sim.num_episodes", 1, "episodes to run, then exit (0: forever)"),
                 "seed": ("sim.seed", 0, "seed of the first episode; episode k uses seed + k"),
@@ -89,12 +90,12 @@ def make_sim_node(config_overrides=None):
         def _apply_arm(self, arm, values) -> None:
             gripper_unit = str(self.config.get("output", "gripper_unit", "normalized"))
             if len(values) != len(arm.indices):
-                self.get_logger().warn(f"{arm.command_namespace}: command with {len(values)} values, "
+                self.get_logger().warning(f"{arm.command_namespace}: command with {len(values)} values, "
                                        f"expected {len(arm.indices)}; ignored", throttle_duration_sec=2.0)
                 return
             values = np.asarray(values, dtype=np.float64)
             if not np.all(np.isfinite(values)):
-                self.get_logger().warn(f"{arm.command_namespace}: non-finite command ignored", throttle_duration_sec=2.0)
+                self.get_logger().warning(f"{arm.command_namespace}: non-finite command ignored", throttle_duration_sec=2.0)
                 return
             if arm.gripper is not None and gripper_unit != "normalized":
                 g = arm.gripper
@@ -117,7 +118,7 @@ def make_sim_node(config_overrides=None):
                 try:
                     values = [msg.points[0].positions[order[n]] for n in arm.command_joint_names]
                 except (KeyError, IndexError):
-                    self.get_logger().warn(f"trajectory for {arm.name} lacks joints {arm.command_joint_names}",
+                    self.get_logger().warning(f"trajectory for {arm.name} lacks joints {arm.command_joint_names}",
                                            throttle_duration_sec=2.0)
                     return
                 self._apply_arm(arm, values)
