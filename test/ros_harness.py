@@ -61,6 +61,7 @@ class Harness:
 
     def close(self):
         self.executor.shutdown(timeout_sec=2.0)
+        self._thread.join(timeout=2.0)
         for node in self.nodes:
             close = getattr(node, "close", None)
             if close:

@@ -152,6 +152,23 @@ def make_sim_node(**node_options):
                 pose.pose.orientation.w, pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z = map(float, p[3:7])
                 self.pose_pub.publish(pose)
 
+        def _wait_for_graph(self) -> None:
+            """Start the first episode once a controller commands the arms and a policy
+            publishes chunks (policy_node creates its publisher after loading its model),
+            or after `sim.wait_for_graph_s`."""
+            timeout = float(self.config.get("sim", "wait_for_graph_s", 60.0))
+            deadline = time.monotonic() + timeout
+            command_topics = [f"{a.command_namespace}/commands/position" for a in self.config.arms] + \
+                             [f"{a.command_namespace}/arm_controller/joint_trajectory" for a in self.config.arms]
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                commanded = any(self.count_publishers(t) > 0 for t in command_topics)
+                if commanded and self.count_publishers("action_chunk") > 0:
+                    time.sleep(0.5)  # let discovery finish on both sides
+                    return
+                time.sleep(0.1)
+            self.get_logger().warning(f"starting without a full graph after {timeout:.0f} s "
+                                      "(no executor commands or no policy publishing action_chunk)")
+
         def _wait_for_commands(self, count: int) -> None:
             with self._command_cv:
                 if not self._command_cv.wait_for(lambda: self._commands_received >= count or self._stop.is_set(),
@@ -172,7 +189,7 @@ def make_sim_node(**node_options):
             sim_time_ns = 0
             period_ns = 20_000_000
             episode = 0
-            time.sleep(1.0)  # let subscribers discover us before the first episode
+            self._wait_for_graph()
             while not self._stop.is_set() and (self.num_episodes <= 0 or episode < self.num_episodes):
                 seed = self.first_seed + episode
                 episode_id = f"{self.config.robot}_sim_seed{seed}"
