@@ -17,7 +17,7 @@ setup: $(STAMP) msgs
 sysdeps:
 	@scripts/install_sysdeps.sh
 
-$(STAMP): requirements.txt setup.py | sysdeps
+$(STAMP): requirements.txt requirements-python.txt setup.py | sysdeps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
