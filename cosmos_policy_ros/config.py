@@ -182,6 +182,9 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> RobotCon
             )
             if gripper.finger_open_m == gripper.finger_closed_m:
                 raise ConfigError(f"{gw}: finger_open_m must differ from finger_closed_m")
+        # Command order is joint_names order, whatever order the mapping was written in:
+        # controllers without joint names (Float64MultiArray, Interbotix groups) rely on it.
+        joints = dict(sorted(joints.items(), key=lambda kv: joint_names.index(kv[0]) if kv[0] in joint_names else -1))
         names = list(joints) + ([gripper.joint] if gripper else [])
         unknown = [n for n in names if n not in joint_names]
         if unknown:

@@ -59,3 +59,11 @@ def test_overrides_and_missing_file(tmp_path):
     assert cfg.get("policy", "type") == "cosmos"
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_arm_command_order_follows_joint_names_not_yaml_order():
+    raw = copy.deepcopy(_raw())
+    raw["arms"]["left"]["joints"] = dict(reversed(list(raw["arms"]["left"]["joints"].items())))
+    cfg = parse_config(raw, "reordered.yaml")
+    assert cfg.arms[0].indices == tuple(range(7))
+    assert cfg.arms[0].command_joint_names[:3] == ["waist", "shoulder", "elbow"]
