@@ -55,6 +55,7 @@ def request_to_inputs(msg, joint_names: tuple[str, ...]):
 
 def make_planner_node():
     from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+    from rclpy.clock import Clock, ClockType
     from rclpy.node import Node
     from sensor_msgs.msg import Image
 
@@ -86,7 +87,8 @@ def make_planner_node():
             # Own group: a long model call never delays taking in the next request.
             self.create_subscription(PlanRequest, s.request_topic, self._on_request, reliable_qos(2),
                                      callback_group=MutuallyExclusiveCallbackGroup())
-            self.create_timer(5.0, self._log_stats)
+            # Statistics on the steady clock: with use_sim_time a slow sim would silence them.
+            self.create_timer(5.0, self._log_stats, clock=Clock(clock_type=ClockType.STEADY_TIME))
             self.counts: Counter[str] = Counter()
             self.compute_s: list[float] = []
             self._cond = threading.Condition()
@@ -118,7 +120,12 @@ def make_planner_node():
                 if time.monotonic() - received > duration_to_seconds(msg.deadline):
                     self.counts["expired"] += 1
                     continue
-                self._plan(msg)
+                try:
+                    self._plan(msg)
+                except Exception as exc:  # noqa: BLE001 - e.g. publishing while the context shuts down
+                    if self._stop:
+                        return
+                    self.get_logger().error(f"request {msg.request_id}: {exc!r}", throttle_duration_sec=5.0)
 
         def _plan(self, msg) -> None:
             result = PlanResult()
@@ -147,7 +154,11 @@ def make_planner_node():
                 self.get_logger().error(f"request {msg.request_id}: {result.message}", throttle_duration_sec=5.0)
             result.compute_time = time.perf_counter() - started
             self.compute_s = (self.compute_s + [result.compute_time])[-50:]
+            if self._stop:
+                return  # shutting down: the context may already be gone
             self.result_pub.publish(result)
+            self.get_logger().debug(f"request {msg.request_id}: ok {result.ok}, chosen {result.chosen_index}, "
+                                    f"{result.compute_time:.2f} s")
             if chosen_chunk is not None and self.imagination_pubs:
                 self._publish_imagination(encoded, chosen_chunk, msg, first)
 
@@ -167,13 +178,15 @@ def make_planner_node():
 
         def _log_stats(self) -> None:
             mean = f"{np.mean(self.compute_s):.2f} s" if self.compute_s else "-"
-            self.get_logger().info(f"requests {dict(self.counts) or 'none yet'}, compute time mean {mean}",
-                                   throttle_duration_sec=4.0)
+            self.get_logger().info(f"requests {dict(self.counts) or 'none yet'}, compute time mean {mean}")
 
         def close(self) -> None:
             with self._cond:
                 self._stop = True
                 self._cond.notify()
+            # Let a running model call finish: exiting under it aborts the process.
+            self._worker.join(timeout=30.0)
+            self._log_stats()
 
     return PlannerNode()
 

@@ -34,6 +34,7 @@ class PlanningClient:
 
     def __init__(self, node, config: RobotConfig, policy) -> None:
         from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+        from rclpy.clock import Clock, ClockType
 
         from cosmos_policy_ros.msg import PlanRequest, PlanResult
         from cosmos_policy_ros.nodes.policy_node import policy_control_period_s
@@ -60,7 +61,8 @@ class PlanningClient:
         # Own group: answers are taken in while the node's other callbacks run.
         self._result_sub = node.create_subscription(PlanResult, s.result_topic, self._on_result, reliable_qos(10),
                                                     callback_group=MutuallyExclusiveCallbackGroup())
-        self._timer = node.create_timer(5.0, self._log_stats)
+        # Steady clock: planning statistics also appear while a sim runs slower than real time.
+        self._timer = node.create_timer(5.0, self._log_stats, clock=Clock(clock_type=ClockType.STEADY_TIME))
         node.get_logger().info(
             f"planning on: best of {s.num_candidates} candidates through '{s.request_topic}' -> "
             f"'{s.result_topic}', deadline {s.deadline_s:g} s (then candidate 0 is executed)")
@@ -149,7 +151,7 @@ class PlanningClient:
     def _log_stats(self) -> None:
         with self._lock:
             line = self.stats.summary()
-        self.node.get_logger().info(line, throttle_duration_sec=4.0)
+        self.node.get_logger().info(line)
 
     def close(self) -> None:
         with self._lock:
