@@ -27,8 +27,12 @@ $(STAMP): requirements.txt requirements-python.txt setup.py | sysdeps
 msgs: $(STAMP)
 	@scripts/build_msgs.sh $(VENV)
 
+# The scripted expert solves transfer-cube through the graph; then the embedded tiny
+# Cosmos Policy checkpoint drives the same loop (random weights: it runs, it cannot solve it).
 demo: setup
 	$(VENV)/bin/cosmos-policy-ros demo --config config/aloha.yaml $(DEMO_ARGS)
+	@if [ -z "$(DEMO_ARGS)" ]; then \
+	  $(VENV)/bin/cosmos-policy-ros demo --config config/aloha.yaml --policy cosmos --episode-length 4 --out out/demo_cosmos; fi
 
 test: setup
 	$(PY) -m pytest -q test $(PYTEST_ARGS)

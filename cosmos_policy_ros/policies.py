@@ -40,22 +40,27 @@ def make_policy(config: RobotConfig) -> Policy:
         checkpoint = str(section.get("checkpoint", "")) or str(default_checkpoint())
         backend = str(section.get("backend", "torch"))
         seed = int(section.get("seed", 0))
-        return make_cosmos_policy(checkpoint, backend, seed, config)
+        return make_cosmos_policy(checkpoint, backend, seed, config,
+                                  decode_future_images=bool(section.get("decode_future_images", False)))
     raise ConfigError(f"{where}.type: expected one of {POLICY_TYPES}, got {kind!r}")
 
 
-def make_cosmos_policy(checkpoint: str, backend: str, seed: int, config: RobotConfig | None = None):
+def make_cosmos_policy(checkpoint: str, backend: str, seed: int, config: RobotConfig | None = None,
+                       decode_future_images: bool = False):
+    """Decoding predicted future frames costs more than the denoising of a tiny model on a
+    CPU; the policy node does not publish them (the planner's imagination topic does)."""
     from cosmos_policy_ros.model.cosmos_policy import CosmosPolicy
 
     if not Path(checkpoint).is_dir():
         raise ConfigError(f"policy.checkpoint: {checkpoint!r} is not a checkpoint folder "
                           "(create one with `cosmos-policy-ros make-tiny-checkpoint` or `convert-checkpoint`)")
     if backend == "torch":
-        policy = CosmosPolicy.from_pretrained(checkpoint, seed=seed)
+        policy = CosmosPolicy.from_pretrained(checkpoint, seed=seed, decode_future_images=decode_future_images)
     elif backend == "onnx":
         from cosmos_policy_ros.onnx_backend import make_onnx_policy
 
         policy = make_onnx_policy(checkpoint, seed=seed)
+        policy.decode_future_images = decode_future_images
     else:
         raise ConfigError(f"policy.backend: expected 'torch' or 'onnx', got {backend!r}")
     if config is not None:
