@@ -186,7 +186,10 @@ def make_planner_node():
                 self._cond.notify()
             # Let a running model call finish: exiting under it aborts the process.
             self._worker.join(timeout=30.0)
-            self._log_stats()
+            if self.context.ok():
+                self._log_stats()
+            else:
+                print(f"[planner_node] final: requests {dict(self.counts) or 'none'}", flush=True)
 
     return PlannerNode()
 
