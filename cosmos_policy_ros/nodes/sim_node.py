@@ -31,6 +31,7 @@ def make_sim_node(**node_options):
     from cosmos_policy_ros.messages import ns_to_stamp, rgb_to_image_msg
     from cosmos_policy_ros.msg import EpisodeEvent
     from cosmos_policy_ros.sim.aloha_sim import AlohaSim
+    from rcl_interfaces.msg import ParameterDescriptor
 
     class SimNode(Node):
         def __init__(self):
@@ -81,7 +82,8 @@ def make_sim_node(**node_options):
                 self.create_subscription(JointTrajectory, f"{ns}/arm_controller/joint_trajectory",
                                          lambda m, a=arm: self._on_trajectory(a, m), reliable_qos(5))
             self.results: list[dict] = []
-            self.results_file = self.declare_parameter("results_file", "").value
+            self.results_file = self.declare_parameter("results_file", "", ParameterDescriptor(
+                description="write the episodes' outcomes here as JSON when all are done")).value
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._run, daemon=True)
             self._thread.start()
