@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import math
 import os
@@ -249,21 +248,15 @@ def _match_topic(bag: Path, topics: Iterable[str], wanted: str) -> str | None:
 
 
 def _image_to_rgb(msg: Any, msgtype: str) -> np.ndarray:
-    if msgtype == 'sensor_msgs/msg/CompressedImage':
-        from PIL import Image as PILImage
+    """Decoded bag image (rosbags message) -> uint8 RGB, with the policy node's decoder."""
+    from cosmos_policy_ros.images import ImageConversionError, compressed_to_rgb, image_to_rgb
 
-        return np.asarray(PILImage.open(io.BytesIO(bytes(msg.data))).convert('RGB'), dtype=np.uint8)
-    channels = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1, '8UC3': 3, '8UC1': 1}
-    if msg.encoding not in channels:
-        raise DatasetError(f'image encoding {msg.encoding!r} is not supported (8-bit rgb/bgr/rgba/bgra/mono)')
-    c = channels[msg.encoding]
-    rows = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)
-    pixels = rows[:, : msg.width * c].reshape(msg.height, msg.width, c)
-    if c == 1:
-        return np.repeat(pixels, 3, axis=2)
-    if msg.encoding.startswith('bgr'):
-        pixels = pixels[:, :, 2::-1]
-    return np.ascontiguousarray(pixels[:, :, :3])
+    try:
+        if msgtype == 'sensor_msgs/msg/CompressedImage':
+            return compressed_to_rgb(msg.format, msg.data)
+        return image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+    except ImageConversionError as err:
+        raise DatasetError(f'image cannot be decoded: {err}') from err
 
 
 def _chunk_targets(chunks: list[tuple[int, np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray]:
