@@ -319,6 +319,10 @@ class OnnxDenoiser:
         if intra_op_threads:
             options.intra_op_num_threads = int(intra_op_threads)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # ONNX Runtime's threads busy-wait after each call by default; between denoiser
+        # calls the sampler, the VAE (torch) and the 50 Hz executor need those cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only: TensorRT/CUDA fallbacks are reported below
         wanted = select_providers(providers)
         try:

@@ -29,14 +29,14 @@ CAMERAS = ("cam_high", "cam_left_wrist", "cam_right_wrist")
 def env(tmp_path_factory):
     """A copy of the shipped tiny checkpoint (no onnx/), an empty cache, and the ONNX
     policy built from them, which exports into the cache."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # 2 threads on a shared 2-core machine stall in OpenMP barriers
     root = tmp_path_factory.mktemp("onnx")
     checkpoint = root / "tiny_cosmos"
     shutil.copytree(default_checkpoint(), checkpoint, ignore=shutil.ignore_patterns(onnx_backend.ONNX_SUBDIR))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("COSMOS_POLICY_ROS_CACHE", str(root / "cache"))
         logs: list[str] = []
-        policy = make_onnx_policy(checkpoint, seed=0, intra_op_threads=2, device="cpu",
+        policy = make_onnx_policy(checkpoint, seed=0, intra_op_threads=1, device="cpu",
                                   decode_future_images=False, log=logs.append)
         torch_policy = CosmosPolicy.from_pretrained(checkpoint, device="cpu", seed=0, decode_future_images=False)
         yield {"root": root, "checkpoint": checkpoint, "policy": policy, "torch_policy": torch_policy, "logs": logs,
