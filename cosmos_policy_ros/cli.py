@@ -1,7 +1,7 @@
 """`cosmos-policy-ros` command line: the closed-loop demo and the offline tools.
 
-Subcommands: demo, make-tiny-checkpoint, convert-checkpoint, bags-to-dataset, train,
-export-onnx. Each tool module exposes `add_*_arguments(parser)` and `run_*(args)`.
+Subcommands: demo, label, make-tiny-checkpoint, convert-checkpoint, bags-to-dataset,
+train, export-onnx. Each tool module exposes `add_*_arguments(parser)` and `run_*(args)`.
 """
 from __future__ import annotations
 
@@ -107,12 +107,39 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_label_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bags", nargs="+", help="episode bag folders written by recorder_node")
+    outcome = parser.add_mutually_exclusive_group(required=True)
+    outcome.add_argument("--success", action="store_true", help="the episode succeeded")
+    outcome.add_argument("--failure", action="store_true", help="the episode failed")
+    parser.add_argument("--score", type=float, default=None, help="graded outcome in [0, 1] (optional)")
+    parser.add_argument("--note", default="", help="free text kept with the label")
+
+
+def run_label(args: argparse.Namespace) -> int:
+    """Set or correct recorded episodes' outcomes (outcome.yaml; earlier labels are kept)."""
+    from cosmos_policy_ros.recording import label_episode
+
+    for bag in args.bags:
+        try:
+            label_episode(bag, success=bool(args.success), score=args.score, note=args.note)
+        except (OSError, ValueError) as exc:
+            print(f"[label] {bag}: {exc}", file=sys.stderr)
+            return 2
+        print(f"[label] {bag}: {'success' if args.success else 'failure'}"
+              + (f" (score {args.score:g})" if args.score is not None else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cosmos-policy-ros", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="simulated ALOHA closed loop through the ROS graph")
     add_demo_arguments(demo)
     demo.set_defaults(run=run_demo)
+    label = sub.add_parser("label", help="set or correct the outcome of recorded episodes")
+    add_label_arguments(label)
+    label.set_defaults(run=run_label)
     for name, (module, add, run, help_text) in TOOLS.items():
         tool = sub.add_parser(name, help=help_text)
         tool.set_defaults(module=module, add=add, run_name=run)

@@ -459,7 +459,9 @@ def make_onnx_policy(
     device = torch.device(device) if device is not None else default_device()
     # The transformer is built on the meta device and loaded here too: CosmosCheckpoint
     # has no VAE-only loading yet, and the shapes below are checked against its config.
-    loaded = CosmosCheckpoint.from_pretrained(checkpoint, device=device, dtype=default_dtype(device))
+    # The ONNX file carries the network: load the transformer's config, not its weights.
+    loaded = CosmosCheckpoint.from_pretrained(checkpoint, device=device, dtype=default_dtype(device),
+                                              load_transformer_weights=False)
     shapes = _input_shapes(loaded)
     exported = {name: spec["shape"] for name, spec in metadata.get("inputs", {}).items()}
     if exported != shapes:

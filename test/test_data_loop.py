@@ -24,7 +24,7 @@ def test_record_label_convert_finetune_plan(tmp_path):
     assert len(episodes) == 2
     # The operator corrects one label afterwards (2 s is too short to finish the task).
     assert read_outcome(episodes[0]).success is False
-    label_episode(episodes[0], success=True, score=0.8, note="operator")
+    assert main(["label", str(episodes[0]), "--success", "--score", "0.8", "--note", "operator"]) == 0
     assert read_outcome(episodes[0]).score == pytest.approx(0.8)
 
     dataset = tmp_path / "rollouts"

@@ -315,7 +315,10 @@ class CosmosCheckpoint:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         load_vae: bool = True,
+        load_transformer_weights: bool = True,
     ) -> "CosmosCheckpoint":
+        """``load_transformer_weights=False`` builds the transformer on the meta device
+        (its config, no memory): for denoisers that bring their own network (ONNX)."""
         from diffusers import AutoencoderKLWan, CosmosTransformer3DModel
 
         folder = Path(folder)
@@ -333,7 +336,11 @@ class CosmosCheckpoint:
         tdir = folder / TRANSFORMER_DIR
         if not (tdir / "config.json").is_file():
             raise CheckpointError(f"{tdir}/config.json: missing (expected a diffusers CosmosTransformer3DModel)")
-        transformer = load_diffusers_model(CosmosTransformer3DModel, tdir, device, dtype, on_meta=True)
+        if load_transformer_weights:
+            transformer = load_diffusers_model(CosmosTransformer3DModel, tdir, device, dtype, on_meta=True)
+        else:
+            with torch.device("meta"):
+                transformer = CosmosTransformer3DModel.from_config(CosmosTransformer3DModel.load_config(tdir))
         vae = None
         if load_vae:
             ref = config.vae
