@@ -2,7 +2,8 @@
 
 Publishes /clock (sim time), each arm's JointState (Interbotix names, finger in metres),
 the cameras at the camera rate, the task object's pose (privileged, for scripted
-experts), episode events with the outcome; applies the executor's per-arm commands
+experts) and the task reward (`sim/reward`, 4 = solved) with them, episode events with
+the outcome; applies the executor's per-arm commands
 (position or trajectory adapter) with a zero-order hold, like a real position-controlled
 arm. Physics runs in its own thread, paced to at most `sim.real_time_factor`.
 """
@@ -25,7 +26,7 @@ def make_sim_node(**node_options):
     from rclpy.node import Node
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import JointState
-    from std_msgs.msg import Float64MultiArray
+    from std_msgs.msg import Float32, Float64MultiArray
     from trajectory_msgs.msg import JointTrajectory
 
     from cosmos_policy_ros.messages import ns_to_stamp, rgb_to_image_msg
@@ -64,6 +65,7 @@ def make_sim_node(**node_options):
                                                                         cam.topic, sensor_qos(2)))
             self.pose_pub = self.create_publisher(PoseStamped, "sim/object_pose", reliable_qos(5))
             self.event_pub = self.create_publisher(EpisodeEvent, "episode_events", reliable_qos(20))
+            self.reward_pub = self.create_publisher(Float32, "sim/reward", reliable_qos(5))
 
             self._command_cv = threading.Condition()
             self._command = None  # [14] normalized-gripper joint command
@@ -153,6 +155,7 @@ def make_sim_node(**node_options):
                 pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = map(float, p[:3])
                 pose.pose.orientation.w, pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z = map(float, p[3:7])
                 self.pose_pub.publish(pose)
+                self.reward_pub.publish(Float32(data=float(state.reward)))  # 0..4; 4 = task solved
 
         def _wait_for_graph(self) -> None:
             """Start the first episode once a controller commands the arms and a policy
