@@ -32,24 +32,33 @@ class ImageConversionError(ValueError):
     """An image message that cannot be turned into RGB; the message says why."""
 
 
+def check_image(encoding: str, height: int, width: int, step: int, num_bytes: int) -> None:
+    """The O(1) checks of a `sensor_msgs/Image` header against its payload size; raises
+    ImageConversionError with the reason. Cheap enough for every message of every camera,
+    so bad frames are reported on arrival while pixels are only converted when used."""
+    if encoding not in _ENCODINGS:
+        raise ImageConversionError(f"unsupported encoding {encoding!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})")
+    if height <= 0 or width <= 0:
+        raise ImageConversionError(f"empty image {height}x{width}")
+    channels, dtype, _ = _ENCODINGS[encoding]
+    row_bytes = width * channels * np.dtype(dtype).itemsize
+    if step < row_bytes:
+        raise ImageConversionError(f"step {step} < width*channels*bytes {row_bytes} for {encoding}")
+    if num_bytes != step * height:
+        raise ImageConversionError(f"data has {num_bytes} bytes, expected step*height = {step}*{height} = {step * height}")
+
+
 def image_to_rgb(encoding: str, height: int, width: int, step: int, data, is_bigendian: bool = False) -> np.ndarray:
     """Decode a `sensor_msgs/Image` payload to uint8 RGB `[height, width, 3]`.
 
     Unpadded rgb8 comes back as a read-only view of `data` (no copy); other encodings
     are converted into a new array.
     """
-    if encoding not in _ENCODINGS:
-        raise ImageConversionError(f"unsupported encoding {encoding!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})")
-    if height <= 0 or width <= 0:
-        raise ImageConversionError(f"empty image {height}x{width}")
+    buffer = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).ravel()
+    check_image(encoding, height, width, step, buffer.size)
     channels, dtype, order = _ENCODINGS[encoding]
     itemsize = np.dtype(dtype).itemsize
     row_bytes = width * channels * itemsize
-    if step < row_bytes:
-        raise ImageConversionError(f"step {step} < width*channels*bytes {row_bytes} for {encoding}")
-    buffer = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).ravel()
-    if buffer.size != step * height:
-        raise ImageConversionError(f"data has {buffer.size} bytes, expected step*height = {step}*{height} = {step * height}")
     rows = buffer.reshape(height, step)[:, :row_bytes]
     if itemsize == 1:
         pixels = rows.reshape(height, width, channels)

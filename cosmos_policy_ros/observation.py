@@ -40,8 +40,10 @@ class ObservationAssembler:
         self.last_refusal = ""
         self.assembled = 0
 
-    def add_image(self, camera: str, stamp_ns: int, rgb: np.ndarray) -> None:
-        self._images[camera] = _Stamped(stamp_ns, rgb)
+    def add_image(self, camera: str, stamp_ns: int, image) -> None:
+        """`image`: uint8 RGB [H, W, 3], or anything `assemble(decode=...)` turns into one
+        (the node stores messages and decodes only the frames an observation uses)."""
+        self._images[camera] = _Stamped(stamp_ns, image)
 
     def add_joint_state(self, arm_name: str, stamp_ns: int, names: list[str], positions) -> None:
         """Raises ValueError (naming the joint) when the message lacks a configured joint."""
@@ -60,8 +62,11 @@ class ObservationAssembler:
         self._arms.clear()
         self._privileged.clear()
 
-    def assemble(self, now_ns: int) -> Observation | None:
-        """The observation at `now_ns`, or None (reason counted in `refusals`)."""
+    def assemble(self, now_ns: int, decode=None) -> Observation | None:
+        """The observation at `now_ns`, or None (reason counted in `refusals`).
+
+        decode: turns a stored image into uint8 RGB; a frame it rejects (ValueError) is
+        dropped and counted as `bad_image:<camera>`."""
         parts: list[tuple[str, int]] = []
         for cam in self.config.cameras:
             if cam.name in self._images:
@@ -102,6 +107,15 @@ class ObservationAssembler:
         if not np.all(np.isfinite(joints)):
             return self._refuse("non_finite_joints")
         images = {n: self._images[n].value for n, _ in parts if not n.startswith("arm:")}
+        if decode is not None:
+            for name, image in images.items():
+                try:
+                    images[name] = decode(image)
+                except ValueError as exc:
+                    del self._images[name]  # never retried; the next frame replaces it
+                    self._refuse(f"bad_image:{name}")
+                    self.last_refusal = f"bad_image:{name}: {exc}"
+                    return None
         self.assembled += 1
         return Observation(stamp_ns=max(stamps), images=images, joint_positions=joints,
                            task=self.task, privileged=dict(self._privileged))

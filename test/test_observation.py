@@ -75,3 +75,24 @@ def test_bad_joint_state_raises_and_privileged_required(aloha_config):
     assert asm.assemble(1000 * MS) is None and asm.refusals["missing_privileged:object_pose"] == 1
     asm.set_privileged("object_pose", np.arange(7.0))
     assert asm.assemble(1000 * MS).privileged["object_pose"][3] == 3.0
+
+
+def test_frames_are_decoded_on_assembly_and_bad_ones_refused(aloha_config):
+    asm = ObservationAssembler(aloha_config)
+    feed(asm, 1000)
+    decoded = []
+
+    def decode(image):
+        decoded.append(image.shape)
+        return image + 1
+
+    obs = asm.assemble(1000 * MS, decode=decode)
+    assert len(decoded) == 3 and obs.images["cam_high"][0, 0, 0] == 1
+
+    def reject(image):
+        raise ValueError("corrupt jpeg")
+
+    assert asm.assemble(1000 * MS, decode=reject) is None
+    assert sum(v for k, v in asm.refusals.items() if k.startswith("bad_image:")) == 1
+    assert "corrupt jpeg" in asm.last_refusal
+    assert asm.assemble(1000 * MS) is None  # the bad frame is gone until a new one arrives

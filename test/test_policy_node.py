@@ -152,7 +152,7 @@ def test_compressed_transport(rclpy_context, replay_config, tmp_path):
                 pub.publish(js)
             time.sleep(0.05)
         assert h.messages("action_chunk")
-        image = node.assembler._images["cam_high"].value
+        image = node._decode_image(node.assembler._images["cam_high"].value)
         assert image.shape == (24, 32, 3) and abs(int(image.mean()) - 200) <= 3
     finally:
         h.close()

@@ -42,7 +42,7 @@ def make_policy_node(**node_options):
     from sensor_msgs.msg import CompressedImage, Image, JointState
 
     from cosmos_policy_ros.execution import InferenceTrigger
-    from cosmos_policy_ros.images import ImageConversionError
+    from cosmos_policy_ros.images import ImageConversionError, check_image
     from cosmos_policy_ros.messages import chunk_to_msg, image_msg_to_rgb, stamp_to_ns
     from cosmos_policy_ros.msg import ActionChunk, EpisodeEvent
     from cosmos_policy_ros.observation import ObservationAssembler
@@ -105,17 +105,27 @@ def make_policy_node(**node_options):
 
         # -- inputs --------------------------------------------------------------------
         def _on_image(self, camera: str, msg) -> None:
+            # Only header checks here (O(1)); pixels are converted when an observation
+            # uses the frame, not for every frame of every camera.
             try:
-                if self.bridge is not None and hasattr(msg, "encoding"):
-                    rgb = np.asarray(self.bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
-                else:
-                    rgb = image_msg_to_rgb(msg)
-            except (ImageConversionError, Exception) as exc:  # noqa: BLE001 - cv_bridge raises its own types
+                if hasattr(msg, "encoding"):
+                    check_image(msg.encoding, msg.height, msg.width, msg.step, len(msg.data))
+                elif not len(msg.data):
+                    raise ImageConversionError(f"empty compressed image (format {msg.format!r})")
+            except ImageConversionError as exc:
                 self.errors[f"image:{camera}"] += 1
                 self.get_logger().error(f"{camera}: dropped image: {exc}", throttle_duration_sec=5.0)
                 return
             with self._lock:
-                self.assembler.add_image(camera, stamp_to_ns(msg.header.stamp), rgb)
+                self.assembler.add_image(camera, stamp_to_ns(msg.header.stamp), msg)
+
+        def _decode_image(self, msg) -> np.ndarray:
+            if self.bridge is not None and hasattr(msg, "encoding"):
+                try:
+                    return np.asarray(self.bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
+                except Exception as exc:  # noqa: BLE001 - cv_bridge raises its own error types
+                    raise ImageConversionError(str(exc)) from exc
+            return image_msg_to_rgb(msg)
 
         def _on_joint_state(self, arm: str, msg) -> None:
             try:
@@ -146,7 +156,7 @@ def make_policy_node(**node_options):
             with self._lock:
                 if self._busy.is_set() or not self.trigger.should_request(t):
                     return
-                observation = self.assembler.assemble(t)
+                observation = self.assembler.assemble(t, decode=self._decode_image)
                 if observation is None:
                     return
                 self.trigger.request_started(t)
