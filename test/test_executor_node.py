@@ -23,7 +23,7 @@ START = np.array([0, -0.96, 1.16, 0, -0.3, 0, 0.5] * 2)
 @pytest.fixture
 def graph(rclpy_context, aloha_config):
     node = make_executor_node(context=rclpy_context, parameter_overrides=params(config_file=str(aloha_config.path)))
-    h = Harness(rclpy_context, node)
+    h = Harness(rclpy_context, node, start=False)
     h.collect(Float64MultiArray, "executed_command", 100)
     h.collect(Float64MultiArray, "follower_left/commands/position", 100)
     h.chunk_pub = h.probe.create_publisher(ActionChunkMsg, "action_chunk", 10)
@@ -41,6 +41,9 @@ def graph(rclpy_context, aloha_config):
 
     h.publish_state = publish_state
     timer = h.probe.create_timer(0.02, publish_state)
+    # A chunk published before discovery matched the executor's subscription would be lost.
+    h.wait_for_subscribers("action_chunk")
+    h.start()
     yield h
     timer.cancel()
     h.close()
@@ -93,7 +96,7 @@ def test_unsafe_chunks_are_clamped_or_refused(graph):
     send_chunk(h, bad, 1)
     # 2.2 rad at 0.05 rad/tick: the shoulder reaches its limit after ~45 ticks, then stays.
     h.wait_for(lambda: len(h.messages("executed_command")) > 60 and commands(h)[:, 1].max() > 1.2,
-               timeout=10, what="clamped execution")
+               timeout=10, what=f"clamped execution ({h.nodes[1].executor_core.stats()})")
     cmds = commands(h)
     assert_safe(cmds, h.limits)
     assert cmds[:, 1].max() == pytest.approx(h.limits["upper"][1])  # pushed to the limit, never beyond

@@ -56,15 +56,17 @@ PROBE = textwrap.dedent('''
     joint_names = json.loads(sys.argv[1])
     start = time.monotonic()
     sent = False
-    while time.monotonic() - start < 8.0:
+    while time.monotonic() - start < 60.0:
         for pub in state_pubs.values():
             js = JointState(); js.name = names; js.position = [0.0, -0.5, 0.5, 0.0, 0.0, 0.0, 0.05800]
             pub.publish(js)
-        if len(got["group"]) > 10 and not sent:
+        # Send the chunk once the executor streams commands and listens for chunks.
+        if not sent and len(got["group"]) > 10 and chunk_pub.get_subscription_count() > 0:
             q = np.array([0.0, -0.5, 0.5, 0.0, 0.0, 0.0, 0.0] * 2)  # grippers closed
             chunk = ActionChunk(node.get_clock().now().nanoseconds, 1, tuple(joint_names), np.tile(q, (50, 1)), 0.02)
-            chunk_pub.publish(chunk_to_msg(chunk)); sent = True; sent_at = len(got["single"])
-        if sent and len(got["single"]) > sent_at + 60:
+            chunk_pub.publish(chunk_to_msg(chunk)); sent = True
+        left = [cmd for arm, name, cmd in got["single"] if arm == "left"]
+        if sent and left and min(left) < -0.62:  # gripper reached closed
             break
         rclpy.spin_once(node, timeout_sec=0.02)
     print(json.dumps(got))

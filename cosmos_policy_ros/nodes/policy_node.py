@@ -195,18 +195,17 @@ def make_policy_node(**node_options):
                     self.trigger.request_finished(now_ns(self), chunk)
                 self._busy.clear()
 
-        def _log_stats(self, final: bool = False) -> None:
+        def _log_stats(self) -> None:
             with self._lock:
                 refusals = dict(self.assembler.refusals)
                 assembled = self.assembler.assembled
             self.get_logger().info(
                 f"chunks {self._chunk_id}, observations {assembled}, refused {refusals or 'none'} "
                 f"(last: {self.assembler.last_refusal or '-'}), "
-                f"errors {dict(self.errors) or 'none'}, latency {self.trigger.latency_s * 1e3:.0f} ms",
-                throttle_duration_sec=0.0 if final else 4.0)
+                f"errors {dict(self.errors) or 'none'}, latency {self.trigger.latency_s * 1e3:.0f} ms")  # the 5 s timer sets the rate
 
         def close(self) -> None:
-            self._log_stats(final=True)
+            self._log_stats()  # final numbers
             if self.planning is not None:
                 self.planning.close()
 
