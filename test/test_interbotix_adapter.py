@@ -63,7 +63,7 @@ PROBE = textwrap.dedent('''
         # Send the chunk once the executor streams commands and listens for chunks.
         if not sent and len(got["group"]) > 10 and chunk_pub.get_subscription_count() > 0:
             q = np.array([0.0, -0.5, 0.5, 0.0, 0.0, 0.0, 0.0] * 2)  # grippers closed
-            chunk = ActionChunk(node.get_clock().now().nanoseconds, 1, tuple(joint_names), np.tile(q, (50, 1)), 0.02)
+            chunk = ActionChunk(node.get_clock().now().nanoseconds, 1, tuple(joint_names), np.tile(q, (150, 1)), 0.02)  # 3 s: slack for a loaded machine
             chunk_pub.publish(chunk_to_msg(chunk)); sent = True
         left = [cmd for arm, name, cmd in got["single"] if arm == "left"]
         if sent and left and min(left) < -0.62:  # gripper reached closed

@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 
-from cosmos_policy_ros.nodes.common import declare_config, now_ns, reliable_qos, run_node, sensor_qos
+from cosmos_policy_ros.nodes.common import declare_config, log_info, now_ns, reliable_qos, run_node, sensor_qos
 
 
 def _interbotix_msgs(module: str):
@@ -163,7 +163,7 @@ def make_executor_node(**node_options):
         def _log_stats(self) -> None:
             with self._lock:
                 stats = self.executor_core.stats()
-            self.get_logger().info(
+            log_info(self,
                 "ticks {ticks} (chunk {chunk_ticks}, hold {hold_ticks}, starved {starved_ticks}, disabled "
                 "{disabled_ticks}), chunks accepted {accepted} rejected {rejected}, clamped {clamped_ticks}, "
                 "rate-limited {rate_limited_ticks}".format(**stats))  # the 5 s timer sets the rate

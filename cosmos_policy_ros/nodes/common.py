@@ -45,6 +45,15 @@ def declare_config(node, extra_overrides: dict[str, tuple[str, object, str]] | N
         raise
 
 
+def log_info(node, text: str) -> None:
+    """Log through the node while its context lives; after shutdown (final statistics in
+    close()) rosout is gone, so print the same line instead of failing to publish."""
+    if node.context.ok():
+        node.get_logger().info(text)
+    else:
+        print(f"[INFO] [{node.get_name()}]: {text}", flush=True)
+
+
 def now_ns(node) -> int:
     return node.get_clock().now().nanoseconds
 

@@ -14,7 +14,7 @@ from collections import Counter
 import numpy as np
 
 from cosmos_policy_ros.config import ConfigError
-from cosmos_policy_ros.nodes.common import declare_config, now_ns, reliable_qos, run_node, sensor_qos
+from cosmos_policy_ros.nodes.common import declare_config, log_info, now_ns, reliable_qos, run_node, sensor_qos
 
 
 def _cv_bridge():
@@ -199,8 +199,8 @@ def make_policy_node(**node_options):
             with self._lock:
                 refusals = dict(self.assembler.refusals)
                 assembled = self.assembler.assembled
-            self.get_logger().info(
-                f"chunks {self._chunk_id}, observations {assembled}, refused {refusals or 'none'} "
+            log_info(
+                self, f"chunks {self._chunk_id}, observations {assembled}, refused {refusals or 'none'} "
                 f"(last: {self.assembler.last_refusal or '-'}), "
                 f"errors {dict(self.errors) or 'none'}, latency {self.trigger.latency_s * 1e3:.0f} ms")  # the 5 s timer sets the rate
 
