@@ -41,10 +41,11 @@ def test_recorder_node_keeps_everything_when_signalled(tmp_path, aloha_config, s
             start = EpisodeEvent()
             start.event, start.episode_id = EpisodeEvent.START, "killed_episode"
             events.publish(start)
+            log = tmp_path / "logs" / "recorder_node.log"
             deadline = time.monotonic() + 30
-            while not (out / "killed_episode").exists() and time.monotonic() < deadline:
+            while "recording into" not in log.read_text() and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert (out / "killed_episode").exists(), (tmp_path / "logs" / "recorder_node.log").read_text()
+            assert (out / "killed_episode").exists(), log.read_text()
             sent = 300
             for i in range(sent):
                 commands.publish(Float64MultiArray(data=[float(i)] * 14))

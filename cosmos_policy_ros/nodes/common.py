@@ -9,11 +9,10 @@ from cosmos_policy_ros.config import ConfigError, RobotConfig, load_config
 
 
 def sensor_qos(depth: int = 2):
-    from rclpy.qos import qos_profile_sensor_data
+    """Best effort, volatile (the camera drivers' QoS), keeping the last `depth` samples."""
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-    profile = qos_profile_sensor_data
-    profile.depth = depth
-    return profile
+    return QoSProfile(depth=depth, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
 def reliable_qos(depth: int = 10):
@@ -58,16 +57,20 @@ def now_ns(node) -> int:
     return node.get_clock().now().nanoseconds
 
 
-def run_node(make_node: Callable[[], object], args=None, executor_threads: int = 2) -> int:
-    """rclpy.init, build the node, spin until SIGINT/SIGTERM, shut down cleanly."""
+def run_node(make_node: Callable[[], object], args=None) -> int:
+    """rclpy.init, build the node, spin until SIGINT/SIGTERM, shut down cleanly.
+
+    One executor thread: every callback here is short or hands work to a thread of its
+    own (inference, physics, planning, bag writing). rclpy 9's MultiThreadedExecutor was
+    seen to stop dispatching callbacks for a while, which cost a recorder messages."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     rclpy.init(args=args if args is not None else sys.argv)
     node = None
     try:
         node = make_node()
-        executor = MultiThreadedExecutor(num_threads=executor_threads)
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
         executor.spin()

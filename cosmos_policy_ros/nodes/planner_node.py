@@ -195,7 +195,7 @@ def make_planner_node():
 
 
 def main(args=None):
-    return run_node(make_planner_node, args, executor_threads=2)
+    return run_node(make_planner_node, args)
 
 
 if __name__ == "__main__":

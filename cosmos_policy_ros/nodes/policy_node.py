@@ -213,7 +213,7 @@ def make_policy_node(**node_options):
 
 
 def main(args=None):
-    return run_node(make_policy_node, args, executor_threads=3)
+    return run_node(make_policy_node, args)
 
 
 if __name__ == "__main__":

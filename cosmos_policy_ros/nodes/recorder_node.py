@@ -71,7 +71,9 @@ def make_recorder_node(**node_options):
                 self.create_subscription(
                     _ros_type(type_name), topic,
                     lambda data, name=resolved, t=type_name: self._on_message(name, t, data),
-                    sensor_qos(10) if qos == "sensor" else reliable_qos(50), raw=True)
+                    # Deep queues: a history slot overwritten before the callback took it is a
+                    # message lost even on a reliable topic (KEEP_LAST).
+                    sensor_qos(30) if qos == "sensor" else reliable_qos(1000), raw=True)
                 self.subscriptions_info.append((resolved, type_name))
             self.create_subscription(EpisodeEvent, "episode_events", self._on_event, reliable_qos(50))
             self._stamp_to_ns = stamp_to_ns
@@ -141,7 +143,7 @@ def make_recorder_node(**node_options):
 
 
 def main(args=None):
-    return run_node(make_recorder_node, args, executor_threads=2)
+    return run_node(make_recorder_node, args)
 
 
 if __name__ == "__main__":

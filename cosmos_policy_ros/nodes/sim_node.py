@@ -258,7 +258,7 @@ def make_sim_node(**node_options):
 
 
 def main(args=None):
-    return run_node(make_sim_node, args, executor_threads=3)
+    return run_node(make_sim_node, args)
 
 
 if __name__ == "__main__":
