@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import ALOHA_JOINT_NAMES, CosmosCheckpoint, PolicyConfig
+from .checkpoint import ALOHA_JOINT_NAMES, PREDICT2_2B_TRANSFORMER_CONFIG, CosmosCheckpoint, PolicyConfig
 from .layout import aloha_layout
 from .normalization import NormalizationStats
 from .sampler import SamplerConfig
@@ -22,20 +22,15 @@ TINY_TASKS = (
     "fold the shirt",
 )
 
+# The 2B architecture (same channels, patching, RoPE, padding mask), shrunk.
 TINY_TRANSFORMER_CONFIG = dict(
-    in_channels=17,
-    out_channels=16,
+    PREDICT2_2B_TRANSFORMER_CONFIG,
     num_attention_heads=2,
     attention_head_dim=16,
     num_layers=2,
     mlp_ratio=2.0,
     text_embed_dim=32,
     adaln_lora_dim=8,
-    max_size=(128, 240, 240),
-    patch_size=(1, 2, 2),
-    rope_scale=(1.0, 3.0, 3.0),
-    concat_padding_mask=True,
-    extra_pos_embed_type=None,
 )
 
 TINY_VAE_CONFIG = dict(base_dim=4, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1)
