@@ -49,6 +49,7 @@ _COUNTERS = (
     "ticks", "chunk_ticks", "hold_ticks", "idle_ticks", "starved_ticks", "disabled_ticks",
     "no_state_ticks", "blend_ticks", "switches", "rebased", "superseded", "dropped_on_disable",
     "accepted", "rejected", "clamped_ticks", "rate_limited_ticks", "refused_ticks",
+    "clock_resets", "implausible_measurements",
 )
 
 
@@ -134,6 +135,10 @@ class ChunkExecutor:
       observations taken before re-enable are refused.
     """
 
+    # How far outside the limits (rad / normalized) a measured position may be and still be
+    # trusted as the position to hold; beyond it the sensor is presumed wrong.
+    MEASURED_MARGIN = 0.1
+
     def __init__(
         self,
         joint_names: Sequence[str],
@@ -158,6 +163,7 @@ class ChunkExecutor:
 
         self._enabled = start_enabled
         self._enabled_since_ns: int | None = None
+        self._last_tick_ns: int | None = None
         self._resync = True  # next tick takes the measured position as the last command
         self._last_command: np.ndarray | None = None
         self._last_motion_ns: int | None = None  # last tick a chunk drove the command
@@ -278,11 +284,19 @@ class ChunkExecutor:
         """Command for the control tick at ``now_ns``. ``measured_positions`` ([dof]) is used
         for the first command and after re-enable; it may be None otherwise."""
         self._stats["ticks"] += 1
+        if self._last_tick_ns is not None and now_ns < self._last_tick_ns:
+            self._clock_jumped_back()
+        self._last_tick_ns = now_ns
         if self._resync:
             measured = self._valid_positions(measured_positions)
             if measured is not None:
                 self._last_command = measured
                 self._resync = False
+            elif self._last_command is not None:
+                # No trustworthy measurement yet: hold what was last sent, run nothing, so
+                # the command cannot jump when the measurement arrives.
+                self._stats["no_state_ticks"] += 1
+                return TickResult(self._last_command.copy(), "hold" if self._enabled else "disabled")
         if self._last_command is None:
             self._stats["no_state_ticks"] += 1
             return TickResult(None, "hold" if self._enabled else "disabled")
@@ -341,7 +355,21 @@ class ChunkExecutor:
         self._blend = None
         return TickResult(self._last_command.copy(), "hold", starved=self._starved)
 
+    def _clock_jumped_back(self) -> None:
+        """Time went backwards (sim reset, bag replay loop): every chunk and stamp seen is
+        from another timeline. Drop them and restart from the measured position."""
+        self._stats["clock_resets"] += 1
+        self._active = self._pending = self._blend = None
+        self._newest = None
+        self._last_motion_ns = None
+        self._enabled_since_ns = None
+        self._starved = False
+        self._resync = True
+
     def _valid_positions(self, positions: np.ndarray | None) -> np.ndarray | None:
+        """A measurement to resync from: finite, right size, and within the limits (plus
+        MEASURED_MARGIN); anything else is treated as no measurement (an encoder glitch must
+        not become the command)."""
         if positions is None:
             return None
         try:
@@ -349,6 +377,10 @@ class ChunkExecutor:
         except (TypeError, ValueError):
             return None
         if values.shape != (len(self.joint_names),) or not np.all(np.isfinite(values)):
+            return None
+        lim = self.safety.limits
+        if np.any(values < lim.lower - self.MEASURED_MARGIN) or np.any(values > lim.upper + self.MEASURED_MARGIN):
+            self._stats["implausible_measurements"] += 1
             return None
         return values.copy()
 

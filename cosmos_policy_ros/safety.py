@@ -151,10 +151,16 @@ class SafetyFilter:
         limited_step = np.clip(step, -lim.max_step_per_tick, lim.max_step_per_tick)
         command = np.where(limited_step == step, clamped, last + limited_step)
         # last + step can round one ulp past a limit; pulling back toward the range only
-        # shortens the step. Joints whose last command is outside the range are left to
-        # approach it.
+        # shortens the step. Joints whose last command is outside the range approach it.
         inside = (last >= lim.lower) & (last <= lim.upper)
         command = np.where(inside, np.clip(command, lim.lower, lim.upper), command)
+        # As measured downstream (|command - last|), last +- max_step can still round one
+        # ulp over the bound: nudge those toward last.
+        for _ in range(4):
+            over = np.abs(command - last) > lim.max_step_per_tick
+            if not over.any():
+                break
+            command = np.where(over, np.nextafter(command, last), command)
         return command, SafetyFlags(
             clamped_joints=int(np.count_nonzero(clamped != target)),
             rate_limited_joints=int(np.count_nonzero(limited_step != step)),

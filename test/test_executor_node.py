@@ -12,6 +12,7 @@ from std_srvs.srv import SetBool  # noqa: E402
 
 from cosmos_policy_ros.messages import chunk_to_msg  # noqa: E402
 from cosmos_policy_ros.msg import ActionChunk as ActionChunkMsg  # noqa: E402
+from cosmos_policy_ros.msg import EpisodeEvent  # noqa: E402
 from cosmos_policy_ros.nodes.chunk_executor_node import make_executor_node  # noqa: E402
 from cosmos_policy_ros.types import ActionChunk  # noqa: E402
 from ros_harness import Harness, params  # noqa: E402
@@ -27,6 +28,7 @@ def graph(rclpy_context, aloha_config):
     h.collect(Float64MultiArray, "executed_command", 100)
     h.collect(Float64MultiArray, "follower_left/commands/position", 100)
     h.chunk_pub = h.probe.create_publisher(ActionChunkMsg, "action_chunk", 10)
+    h.event_pub = h.probe.create_publisher(EpisodeEvent, "episode_events", 10)
     pubs = {arm: h.probe.create_publisher(JointState, f"follower_{arm}/joint_states", 10) for arm in ("left", "right")}
     h.limits = aloha_config.raw["limits"]
     h.config = aloha_config
@@ -43,6 +45,7 @@ def graph(rclpy_context, aloha_config):
     timer = h.probe.create_timer(0.02, publish_state)
     # A chunk published before discovery matched the executor's subscription would be lost.
     h.wait_for_subscribers("action_chunk")
+    h.wait_for_subscribers("episode_events")
     h.start()
     yield h
     timer.cancel()
@@ -135,12 +138,18 @@ def test_estop_holds_and_resume_has_no_jump(graph):
     held = commands(h)
     assert len(held) > 10 and np.ptp(held, axis=0).max() == 0.0, "commands moved while disabled"
     send_chunk(h, np.linspace(START, target, 50), 2)  # refused while disabled
-    time.sleep(0.2)
+    start_event = EpisodeEvent()
+    start_event.event, start_event.episode_id = EpisodeEvent.START, "next"
+    h.event_pub.publish(start_event)  # a new episode must not lift the e-stop
+    time.sleep(0.3)
+    send_chunk(h, np.linspace(START, target, 50), 3)
+    time.sleep(0.3)
     assert np.ptp(commands(h), axis=0).max() == 0.0
+    assert not h.nodes[1].executor_core.enabled
     future = client.call_async(SetBool.Request(data=True))
     h.wait_for(future.done, what="enable response")
     h.clear("executed_command")
-    send_chunk(h, np.linspace(START, target, 50), 3)
+    send_chunk(h, np.linspace(START, target, 50), 4)
     h.wait_for(lambda: len(h.messages("executed_command")) > 40, what="resumed execution")
     cmds = commands(h)
     assert_safe(cmds, h.limits)
