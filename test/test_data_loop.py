@@ -45,6 +45,7 @@ def test_record_label_convert_finetune_plan(tmp_path):
 
     config = yaml.safe_load((REPO / "config" / "aloha.yaml").read_text())
     config["planning"]["deadline_s"] = 120.0  # a loaded CI machine must not turn this into a fallback test
+    config["execution"]["max_chunk_age_s"] = 150.0
     config_path = tmp_path / "aloha_planning.yaml"
     config_path.write_text(yaml.safe_dump(config))
     assert main(["demo", "--config", str(config_path), "--policy", "cosmos", "--planning",

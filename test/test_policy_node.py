@@ -156,3 +156,17 @@ def test_compressed_transport(rclpy_context, replay_config, tmp_path):
         assert image.shape == (24, 32, 3) and abs(int(image.mean()) - 200) <= 3
     finally:
         h.close()
+
+
+def test_planning_deadline_longer_than_chunk_age_is_refused_at_start(rclpy_context, replay_config, tmp_path):
+    import yaml
+
+    from cosmos_policy_ros.config import ConfigError
+
+    raw = yaml.safe_load(replay_config.read_text())
+    raw["planning"] = dict(raw["planning"], enabled=True, deadline_s=10.0)
+    raw["execution"] = dict(raw["execution"], max_chunk_age_s=2.0)
+    path = tmp_path / "bad_deadline.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="deadline_s .* must be below"):
+        make_policy_node(context=rclpy_context, parameter_overrides=params(config_file=str(path)))

@@ -81,6 +81,13 @@ def make_policy_node(**node_options):
 
             self.planning = None
             if self.config.get("planning", "enabled", False):
+                deadline = float(self.config.get("planning", "deadline_s", 5.0))
+                max_age = float(self.config.get("execution", "max_chunk_age_s", 2.0))
+                if deadline >= max_age:
+                    raise ConfigError(
+                        f"{self.config.path}: planning.deadline_s ({deadline:g} s) must be below "
+                        f"execution.max_chunk_age_s ({max_age:g} s): a chunk that waited that long for "
+                        "the planner would be refused by the executor as stale")
                 from cosmos_policy_ros.nodes.planning_client import PlanningClient
 
                 self.planning = PlanningClient(self, self.config, self.policy)
