@@ -92,6 +92,10 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"[demo] FAILED: the sim wrote no results; sim log:\n{tail(logs['sim_node'])}", file=sys.stderr)
         return 1
     results = json.loads(results_file.read_text())
+    errors = [r["error"] for r in results if "error" in r]
+    if errors:
+        print(f"[demo] FAILED: the simulation stopped: {errors[0]}; sim log:\n{tail(logs['sim_node'])}", file=sys.stderr)
+        return 1
     print(f"[demo] {'episode':<28} {'result':<8} {'max reward':>10} {'sim s':>6} {'wall s':>7}")
     for r in results:
         print(f"[demo] {r['episode_id']:<28} {'success' if r['success'] else 'failure':<8} "

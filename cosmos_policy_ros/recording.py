@@ -374,7 +374,10 @@ class EpisodeRecorder:
         done = threading.Event()
         result: dict[str, Any] = {}
         with self._accept_lock:
-            self._check_usable()
+            # A disk error of an earlier episode does not block this one: the writer thread
+            # tries to open the new bag and clears the error when it can.
+            if self._closed:
+                raise RecorderError('recorder is closed')
             if self._recording_seq is not None:
                 raise RecorderError(f'episode in {self._bag_dir} is still recording; stop it first')
             self._episode_seq += 1
@@ -522,6 +525,9 @@ class EpisodeRecorder:
             self._episode = _Episode(seq, episode_id, bag_dir, writer)
             self._write_event('START', stamp_ns, None)
             self._flush()
+            if self._error is not None:
+                log.warning('episode recorder: recording again after an earlier error: %r', self._error)
+                self._error = None
         except BaseException as err:  # noqa: BLE001 -- handed to the caller
             result['error'] = err
             self._episode = None

@@ -314,3 +314,29 @@ def test_recover_torn_tail(tmp_path, typestore):
         counts.append(len(values))
         assert result.messages == len(values) + 1  # + the START event
     assert counts[0] == 40 and counts == sorted(counts, reverse=True) and counts[-1] < 40
+
+
+def test_recording_resumes_after_a_disk_error_in_an_earlier_episode(tmp_path, typestore):
+    def string(text):
+        return typestore.serialize_cdr(typestore.types["std_msgs/msg/String"](data=text), "std_msgs/msg/String")
+
+    with EpisodeRecorder(tmp_path, typestore=typestore) as recorder:
+        recorder.start_episode("first")
+
+        def disk_full(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        recorder._episode.writer.write = disk_full  # the disk fills up during this episode
+        recorder.write("/x", "std_msgs/msg/String", string("lost"), 1)
+        deadline = time.monotonic() + 5
+        while recorder._error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert recorder._error is not None
+        with pytest.raises(RecorderError):
+            recorder.stop_episode()
+        bag = recorder.start_episode("second")  # room again: the next episode records
+        assert recorder.write("/x", "std_msgs/msg/String", string("kept"), 2)
+        recorder.stop_episode()
+    with Reader(bag) as reader:
+        connections = [c for c in reader.connections if c.topic == "/x"]
+        assert [typestore.deserialize_cdr(raw, c.msgtype).data for c, _, raw in reader.messages(connections)] == ["kept"]

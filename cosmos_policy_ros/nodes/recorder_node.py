@@ -62,9 +62,15 @@ def make_recorder_node(**node_options):
             self.episodes: dict[str, Path] = {}  # episode id -> bag dir (this run)
             topics = recorded_topics(self.config)
             for item in extra:
-                if item:
-                    topic, _, type_name = item.partition(":")
-                    topics.append((topic, type_name, "reliable"))
+                if not item:
+                    continue
+                topic, _, type_name = item.partition(":")
+                if type_name not in self.recorder.typestore.fielddefs:
+                    # rosbags must know the definition to write the bag's schema.
+                    self.get_logger().error(f"extra_topics: not recording {topic!r}: type {type_name!r} is not a "
+                                            "standard ROS 2 message or one of this package's")
+                    continue
+                topics.append((topic, type_name, "reliable"))
             self.subscriptions_info = []
             for topic, type_name, qos in topics:
                 resolved = self.resolve_topic_name(topic)

@@ -191,6 +191,22 @@ def make_sim_node(**node_options):
             self.event_pub.publish(ev)
 
         def _run(self) -> None:
+            try:
+                self._run_episodes()
+            except Exception as exc:  # noqa: BLE001 - a dead physics thread must not leave the graph frozen
+                self.get_logger().fatal(f"simulation failed: {exc!r}; shutting down")
+                self.results.append({"error": repr(exc)})
+                self._write_results()
+                rclpy.try_shutdown()
+
+        def _write_results(self) -> None:
+            if self.results_file:
+                import json
+                from pathlib import Path
+
+                Path(self.results_file).write_text(json.dumps(self.results, indent=2))
+
+        def _run_episodes(self) -> None:
             sim_time_ns = 0
             period_ns = 20_000_000
             episode = 0
@@ -239,11 +255,7 @@ def make_sim_node(**node_options):
                     f"(max reward {result['max_reward']}/4), {self.episode_length_s:.1f} s sim in {wall_s:.1f} s wall")
                 self._event(EpisodeEvent.STOP, episode_id, ns_to_stamp(sim_time_ns), bool(state.success))
                 episode += 1
-            if self.results_file:
-                import json
-                from pathlib import Path
-
-                Path(self.results_file).write_text(json.dumps(self.results, indent=2))
+            self._write_results()
             self.get_logger().info(
                 f"done: {sum(r['success'] for r in self.results)}/{len(self.results)} episodes succeeded")
             time.sleep(0.5)
