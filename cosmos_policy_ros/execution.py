@@ -147,6 +147,7 @@ class ChunkExecutor:
         max_chunk_age_s: float = 2.0,
         max_future_s: float = 0.05,
         start_enabled: bool = True,
+        keep_command_on_resync: Sequence[str] = (),
     ) -> None:
         self.joint_names = tuple(joint_names)
         if safety.limits.joint_names != self.joint_names:
@@ -162,6 +163,12 @@ class ChunkExecutor:
         self.max_future_ns = int(round(max_future_s * 1e9))
 
         self._enabled = start_enabled
+        unknown = sorted(set(keep_command_on_resync) - set(self.joint_names))
+        if unknown:
+            raise ValueError(f"keep_command_on_resync names joints {unknown} not in joint_names")
+        # Grippers squeezing an object measure open while commanded closed: resyncing them to
+        # the measurement after an e-stop would release the object.
+        self._sticky = np.array([n in set(keep_command_on_resync) for n in self.joint_names])
         self._enabled_since_ns: int | None = None
         self._last_tick_ns: int | None = None
         self._resync = True  # next tick takes the measured position as the last command
@@ -179,13 +186,14 @@ class ChunkExecutor:
     def from_config(cls, config: Mapping[str, object], source: str = "config") -> "ChunkExecutor":
         """Build from a robot config: top-level ``joint_names``, ``limits`` (see
         ``JointLimits.from_config``) and optional ``execution: {blend_ticks, max_chunk_age_s,
-        max_future_s, start_enabled}``."""
+        max_future_s, start_enabled, keep_command_on_resync}``."""
         if "joint_names" not in config or "limits" not in config:
             raise ValueError(f"{source}: expected keys 'joint_names' and 'limits'")
         joint_names = [str(n) for n in config["joint_names"]]  # type: ignore[union-attr]
         limits = JointLimits.from_config(config["limits"], joint_names, f"{source}: limits")  # type: ignore[arg-type]
         execution = dict(config.get("execution") or {})  # type: ignore[call-overload]
-        unknown = set(execution) - {"blend_ticks", "max_chunk_age_s", "max_future_s", "start_enabled"}
+        unknown = set(execution) - {"blend_ticks", "max_chunk_age_s", "max_future_s", "start_enabled",
+                                    "keep_command_on_resync"}
         if unknown:
             raise ValueError(f"{source}: execution has unknown keys {sorted(unknown)}")
         return cls(joint_names, SafetyFilter(limits), **execution)
@@ -290,6 +298,8 @@ class ChunkExecutor:
         if self._resync:
             measured = self._valid_positions(measured_positions)
             if measured is not None:
+                if self._last_command is not None:
+                    measured = np.where(self._sticky, self._last_command, measured)
                 self._last_command = measured
                 self._resync = False
             elif self._last_command is not None:

@@ -59,3 +59,16 @@ def test_rate_limit_is_never_exceeded_by_rounding():
         command, _ = safety.apply(last + rng.uniform(-1, 1, 3), last)
         assert np.all(np.abs(command - last) <= MAX_STEP)
         assert np.all(command >= -3.0) and np.all(command <= 3.0)
+
+
+def test_grippers_keep_their_command_when_resyncing_after_an_estop():
+    from cosmos_policy_ros.execution import ChunkExecutor
+    from test_execution import JOINTS
+
+    limits = JointLimits.from_config({"lower": [-1.0, 0.0], "upper": [1.0, 1.0], "max_step_per_tick": MAX_STEP}, JOINTS)
+    ex = ChunkExecutor(JOINTS, SafetyFilter(limits), blend_ticks=0, keep_command_on_resync=["left_gripper"])
+    ex.tick(t(0), np.array([0.0, 0.0]))  # first start: everything from the measurement
+    ex.set_enabled(False, t(1))
+    ex.set_enabled(True, t(2))
+    squeezing = np.array([0.1, 0.3])  # the arm was pushed; the closed gripper is held open by the cube
+    np.testing.assert_allclose(ex.tick(t(3), squeezing).command, [0.1, 0.0])
