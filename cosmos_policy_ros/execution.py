@@ -237,6 +237,20 @@ class ChunkExecutor:
             self._resync = True
             self._last_motion_ns = None
 
+    def restart(self, now_ns: int) -> None:
+        """A new episode: the robot was reset. Forget chunks, ids and the last command; the
+        next tick holds the measured position of every joint (as at start-up). Chunks from
+        observations before ``now_ns`` are refused. An e-stop stays in force, and so does
+        its held command (re-enable resyncs)."""
+        self._active = self._pending = self._blend = None
+        self._newest = None
+        self._last_motion_ns = None
+        self._starved = False
+        self._enabled_since_ns = now_ns
+        if self._enabled:  # while e-stopped the held command stays exactly as it is
+            self._last_command = None
+            self._resync = True
+
     def reset_sequence(self) -> None:
         """Forget chunk ids/stamps seen, e.g. after the policy node restarted (ids start over)."""
         self._newest = None

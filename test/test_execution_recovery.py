@@ -72,3 +72,27 @@ def test_grippers_keep_their_command_when_resyncing_after_an_estop():
     ex.set_enabled(True, t(2))
     squeezing = np.array([0.1, 0.3])  # the arm was pushed; the closed gripper is held open by the cube
     np.testing.assert_allclose(ex.tick(t(3), squeezing).command, [0.1, 0.0])
+
+
+def test_restart_for_a_new_episode_takes_every_joint_from_the_measurement():
+    from cosmos_policy_ros.execution import ChunkExecutor
+    from test_execution import JOINTS
+
+    limits = JointLimits.from_config({"lower": [-1.0, 0.0], "upper": [1.0, 1.0], "max_step_per_tick": MAX_STEP}, JOINTS)
+    ex = ChunkExecutor(JOINTS, SafetyFilter(limits), blend_ticks=0, keep_command_on_resync=["left_gripper"])
+    ex.tick(t(0), np.array([0.2, 1.0]))
+    assert ex.submit(ramp_chunk(7, t(0)), t(0)).accepted
+    ex.tick(t(1), np.array([0.2, 1.0]))
+    ex.restart(t(2))
+    reset_pose = np.array([0.0, 0.1])
+    result = ex.tick(t(3), reset_pose)
+    assert result.source == "hold"
+    np.testing.assert_allclose(result.command, reset_pose)  # the gripper too: the robot was reset
+    assert ex.submit(ramp_chunk(1, t(1)), t(3)).reason == "before_enable"  # from the previous episode
+    assert ex.submit(ramp_chunk(1, t(3)), t(3)).accepted  # ids start over
+    held = ex.tick(t(4), reset_pose).command
+    ex.set_enabled(False, t(5))
+    ex.restart(t(6))
+    result = ex.tick(t(7), np.array([0.5, 0.5]))  # e-stopped: the held command does not move
+    assert not ex.enabled and result.source == "disabled"
+    np.testing.assert_array_equal(result.command, held)

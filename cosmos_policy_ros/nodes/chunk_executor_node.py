@@ -132,12 +132,9 @@ def make_executor_node(**node_options):
         def _on_event(self, msg) -> None:
             if msg.event == msg.START:
                 with self._lock:
-                    self.executor_core.reset_sequence()
-                    # A new episode: the robot was reset; restart from its measured pose.
-                    # An e-stop stays in force: only executor/enable lifts it.
-                    if self.executor_core.enabled:
-                        self.executor_core.set_enabled(False, now_ns(self))
-                        self.executor_core.set_enabled(True, now_ns(self))
+                    # The robot was reset: restart from its measured pose. An e-stop stays
+                    # in force (only executor/enable lifts it).
+                    self.executor_core.restart(now_ns(self))
 
         def _on_enable(self, request, response):
             with self._lock:
