@@ -160,7 +160,12 @@ def make_planner_node():
             self.get_logger().debug(f"request {msg.request_id}: ok {result.ok}, chosen {result.chosen_index}, "
                                     f"{result.compute_time:.2f} s")
             if chosen_chunk is not None and self.imagination_pubs:
-                self._publish_imagination(encoded, chosen_chunk, msg, first)
+                with self._cond:
+                    busy = self._waiting is not None
+                if busy:  # a request is waiting: planning it matters more than the picture
+                    self.counts["imagination_skipped"] += 1
+                else:
+                    self._publish_imagination(encoded, chosen_chunk, msg, first)
 
         def _publish_imagination(self, encoded, chunk, msg, first) -> None:
             from cosmos_policy_ros.messages import stamp_to_ns
