@@ -28,12 +28,9 @@ the name the official ALOHA checkpoint ships it under): ``actions_`` and ``propr
 (= qpos) ``min/max/mean/std/median``, per dimension over every step of every episode, as
 the official Cosmos Policy loaders compute them (``np.std``: population std).
 
-Robot configuration: the robot YAML (``config/aloha.yaml``), as a dict:
-``joint_names`` (the 14 names), ``arms.<side>.joint_state_topic``, ``arms.<side>.joints``
-(joint name -> JointState name), ``arms.<side>.gripper`` (``joint``, ``state_name``,
-``finger_closed_m``, ``finger_open_m``: the measured finger is normalized to [0, 1]),
-``cameras.<name>.topic`` / ``.required``, ``camera_transport`` (raw | compressed), and
-``control_rate_hz``. Missing sections fall back to :data:`DEFAULT_ALOHA_CONFIG`.
+Robot configuration: the robot YAML the nodes use, read by ``cosmos_policy_ros.config``
+(joint names, each arm's JointState topic and names, gripper finger range normalized to
+[0, 1], camera topics and which are required, camera transport, control rate).
 The action topic (default ``executed_command``) carries std_msgs/Float64MultiArray with
 the 14-dof command in joint_names order; sensor_msgs/JointState,
 trajectory_msgs/JointTrajectory and cosmos_policy_ros/ActionChunk are also decoded.
@@ -45,6 +42,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,10 +50,10 @@ from typing import Any, Literal
 
 import h5py
 import numpy as np
-import yaml
 from rosbags.rosbag2 import Reader
 from tqdm import tqdm
 
+from cosmos_policy_ros.config import ConfigError, RobotConfig, load_config, parse_config
 from cosmos_policy_ros.recording import (
     EpisodeOutcome,
     build_typestore,
@@ -65,7 +63,6 @@ from cosmos_policy_ros.recording import (
 )
 
 __all__ = [
-    'DEFAULT_ALOHA_CONFIG',
     'DEFAULT_GAMMA',
     'DatasetConfig',
     'DatasetError',
@@ -82,32 +79,6 @@ __all__ = [
 DEFAULT_GAMMA = 0.998
 DEFAULT_ACTION_TOPIC = 'executed_command'
 STATS_FILENAMES = ('dataset_statistics.json', 'aloha_dataset_statistics.json')
-
-_ARM_JOINTS = ('waist', 'shoulder', 'elbow', 'forearm_roll', 'wrist_angle', 'wrist_rotate')
-_GRIPPER_DEFAULTS = {'state_name': 'left_finger', 'finger_closed_m': 0.01844, 'finger_open_m': 0.05800}
-
-#: The ALOHA defaults (Interbotix ViperX 300 S followers, three cameras), the same
-#: layout as ``config/aloha.yaml``.
-DEFAULT_ALOHA_CONFIG: dict[str, Any] = {
-    'control_rate_hz': 50.0,
-    'joint_names': [f'{side}_{j}' for side in ('left', 'right') for j in (*_ARM_JOINTS, 'gripper')],
-    'arms': {
-        side: {
-            'joint_state_topic': f'follower_{side}/joint_states',
-            'joints': {f'{side}_{j}': j for j in _ARM_JOINTS},
-            'gripper': {'joint': f'{side}_gripper', **_GRIPPER_DEFAULTS},
-        }
-        for side in ('left', 'right')
-    },
-    'cameras': {
-        'cam_high': {'topic': 'cam_high/image_raw', 'required': True},
-        'cam_left_wrist': {'topic': 'cam_left_wrist/image_raw', 'required': True},
-        'cam_right_wrist': {'topic': 'cam_right_wrist/image_raw', 'required': True},
-        'cam_low': {'topic': 'cam_low/image_raw', 'required': False},
-    },
-    'camera_transport': 'raw',
-}
-
 
 class DatasetError(RuntimeError):
     """A bag cannot be converted (names the bag and what is missing)."""
@@ -143,65 +114,47 @@ class DatasetConfig:
     @classmethod
     def from_robot_config(
         cls,
-        config: Mapping[str, Any] | None = None,
+        config: RobotConfig | Mapping[str, Any] | None = None,
         *,
         action_topic: str | None = None,
         cameras: Sequence[str] | None = None,
     ) -> DatasetConfig:
-        """Build from the robot YAML dict. ``cameras`` picks a subset by name (default: all
+        """Build from the robot config (a loaded ``RobotConfig``, the YAML as a dict, or None
+        for the package's ``aloha`` config). ``cameras`` picks a subset by name (default: all
         cameras, the optional ones included when the bag has them)."""
-        config = dict(config or {})
-        merged = {**DEFAULT_ALOHA_CONFIG, **{k: v for k, v in config.items() if v is not None}}
-        joint_names = tuple(merged['joint_names'])
-        index = {name: i for i, name in enumerate(joint_names)}
-        if len(index) != len(joint_names):
-            raise DatasetError(f'config joint_names has duplicates: {joint_names}')
-        covered: set[int] = set()
+        try:
+            if config is None:
+                robot = load_config('aloha')
+            elif isinstance(config, RobotConfig):
+                robot = config
+            else:
+                robot = parse_config(dict(config))
+        except ConfigError as err:
+            raise DatasetError(f'robot config: {err}') from err
         arms = []
-        for side, arm in merged['arms'].items():
-            where = f'config arms.{side}'
-            if 'joint_state_topic' not in arm:
-                raise DatasetError(f'{where}.joint_state_topic is missing')
-            joints = dict(arm.get('joints') or {})
-            unknown = [j for j in joints if j not in index]
-            if unknown:
-                raise DatasetError(f'{where}.joints names {unknown}, not in joint_names {list(joint_names)}')
-            gripper = arm.get('gripper') or {}
-            gcol = None
-            if gripper:
-                if gripper.get('joint') not in index:
-                    raise DatasetError(f'{where}.gripper.joint {gripper.get("joint")!r} is not in joint_names')
-                gcol = index[gripper['joint']]
-                closed, opened = float(gripper['finger_closed_m']), float(gripper['finger_open_m'])
-                if opened == closed:
-                    raise DatasetError(f'{where}.gripper: finger_open_m must differ from finger_closed_m')
+        for arm in robot.arms:
+            gripper = arm.gripper
             arms.append(_ArmSpec(
-                side=side, topic=arm['joint_state_topic'],
-                columns=tuple(index[j] for j in joints), state_names=tuple(joints.values()),
-                gripper_column=gcol, gripper_state_name=gripper.get('state_name') if gripper else None,
-                gripper_closed=float(gripper.get('finger_closed_m', 0.0)),
-                gripper_open=float(gripper.get('finger_open_m', 1.0)),
+                side=arm.name, topic=arm.joint_state_topic,
+                columns=arm.indices[:len(arm.joints)], state_names=tuple(arm.joints.values()),
+                gripper_column=arm.indices[-1] if gripper else None,
+                gripper_state_name=gripper.state_name if gripper else None,
+                gripper_closed=gripper.finger_closed_m if gripper else 0.0,
+                gripper_open=gripper.finger_open_m if gripper else 1.0,
             ))
-            covered.update(index[j] for j in joints)
-            if gcol is not None:
-                covered.add(gcol)
-        missing = [joint_names[i] for i in range(len(joint_names)) if i not in covered]
-        if missing:
-            raise DatasetError(f'config: joints {missing} are read from no arm (arms.<side>.joints / gripper.joint)')
-        all_cameras = merged['cameras']
+        all_cameras = {c.name: c for c in robot.cameras}
         names = list(cameras) if cameras is not None else list(all_cameras)
         unknown = [c for c in names if c not in all_cameras]
         if unknown:
             raise DatasetError(f'cameras {unknown} are not in config cameras {list(all_cameras)}')
-        compressed = merged.get('camera_transport', 'raw') == 'compressed'
-        topics = {c: all_cameras[c]['topic'] + ('/compressed' if compressed else '') for c in names}
-        optional = frozenset(
-            c for c in names if cameras is None and not all_cameras[c].get('required', True)
-        )
+        compressed = robot.camera_transport == 'compressed'
+        topics = {c: all_cameras[c].topic + ('/compressed' if compressed else '') for c in names}
+        optional = frozenset(c for c in names if cameras is None and not all_cameras[c].required)
         return cls(
-            joint_names=joint_names, arms=tuple(arms), cameras=topics, optional_cameras=optional,
-            compressed=compressed, action_topic=action_topic or merged.get('action_topic') or DEFAULT_ACTION_TOPIC,
-            control_rate_hz=float(merged.get('control_rate_hz', 50.0)),
+            joint_names=robot.joint_names, arms=tuple(arms), cameras=topics, optional_cameras=optional,
+            compressed=compressed,
+            action_topic=action_topic or robot.raw.get('action_topic') or DEFAULT_ACTION_TOPIC,
+            control_rate_hz=robot.control_rate_hz,
         )
 
     @property
@@ -716,15 +669,6 @@ def read_episode_hdf5(path: str | os.PathLike[str], load_images: bool = True) ->
 # --------------------------------------------------------------------------- CLI
 
 
-def _default_config_path() -> Path | None:
-    candidates = [
-        Path(prefix) / 'share' / 'cosmos_policy_ros' / 'config' / 'aloha.yaml'
-        for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep) if prefix
-    ]
-    candidates.append(Path(__file__).resolve().parent.parent / 'config' / 'aloha.yaml')
-    return next((p for p in candidates if p.exists()), None)
-
-
 def _expand_bag_dirs(paths: Sequence[str]) -> list[Path]:
     """Bag directories as given, or the bag directories one level inside a given folder."""
     bags: list[Path] = []
@@ -746,7 +690,7 @@ def add_bags_to_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``cosmos-policy-ros bags-to-dataset``."""
     parser.add_argument('bags', nargs='+', help='episode bag directories, or folders holding them')
     parser.add_argument('--out', required=True, help='output directory for episode_<i>.hdf5 and statistics')
-    parser.add_argument('--config', default=None, help='robot YAML (default: config/aloha.yaml of the package)')
+    parser.add_argument('--config', default=None, help='robot YAML, path or name in config/ (default: aloha)')
     parser.add_argument('--control-rate-hz', type=float, default=None,
                         help="grid rate (default: the config's control_rate_hz)")
     parser.add_argument('--gamma', type=float, default=DEFAULT_GAMMA,
@@ -763,8 +707,11 @@ def add_bags_to_dataset_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_bags_to_dataset(args: argparse.Namespace) -> int:
     """Entry point of the CLI subcommand; returns the exit status."""
-    config_path = Path(args.config) if args.config else _default_config_path()
-    config = yaml.safe_load(config_path.read_text()) if config_path else None
+    try:
+        config = load_config(args.config or 'aloha')
+    except ConfigError as err:
+        print(f'bags-to-dataset: {err}', file=sys.stderr)
+        return 2
     cfg = DatasetConfig.from_robot_config(config, action_topic=args.action_topic, cameras=args.cameras)
     summaries = bags_to_dataset(
         _expand_bag_dirs(args.bags), args.out, cfg, gamma=args.gamma, control_rate_hz=args.control_rate_hz,

@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 from cosmos_policy_ros.dataset import (
-    DEFAULT_ALOHA_CONFIG,
     DatasetConfig,
     DatasetError,
     add_bags_to_dataset_arguments,
@@ -264,11 +263,13 @@ def test_cli_subcommand(tmp_path, typestore, capsys):
 
 
 def test_config_errors():
+    aloha = yaml.safe_load((REPO / 'config' / 'aloha.yaml').read_text())
+    bad = {**aloha, 'arms': {**aloha['arms'], 'left': {'joint_state_topic': 'x', 'joints': {'nope': 'waist'}}}}
     with pytest.raises(DatasetError, match='not in joint_names'):
-        DatasetConfig.from_robot_config({'arms': {'left': {'joint_state_topic': 'x', 'joints': {'nope': 'waist'}}}})
-    with pytest.raises(DatasetError, match='read from no arm'):
-        DatasetConfig.from_robot_config({'arms': {'left': DEFAULT_ALOHA_CONFIG['arms']['left']}})
+        DatasetConfig.from_robot_config(bad)
+    with pytest.raises(DatasetError, match='exactly one arm'):
+        DatasetConfig.from_robot_config({**aloha, 'arms': {'left': aloha['arms']['left']}})
     with pytest.raises(DatasetError, match='not in config cameras'):
         DatasetConfig.from_robot_config(None, cameras=['cam_side'])
-    cfg = DatasetConfig.from_robot_config({'camera_transport': 'compressed'})
+    cfg = DatasetConfig.from_robot_config({**aloha, 'camera_transport': 'compressed'})
     assert cfg.cameras['cam_high'] == 'cam_high/image_raw/compressed'
