@@ -12,7 +12,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["cosmos_policy_ros", "cosmos_policy_ros.*"]),
-    package_data={"cosmos_policy_ros": ["data/**/*"]},
+    package_data={"cosmos_policy_ros": ["checkpoints/**/*"]},
     include_package_data=True,
     install_requires=["numpy", "pyyaml", "torch", "diffusers", "safetensors", "h5py", "rosbags", "tqdm"],
     extras_require={

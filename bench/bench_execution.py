@@ -19,8 +19,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cosmos_policy_ros.execution import ChunkExecutor, InferenceTrigger  # noqa: E402
-from cosmos_policy_ros.safety import JointLimits, SafetyFilter  # noqa: E402
+from cosmos_policy_ros.control.execution import ChunkExecutor, InferenceTrigger  # noqa: E402
+from cosmos_policy_ros.control.safety import JointLimits, SafetyFilter  # noqa: E402
 from cosmos_policy_ros.types import ActionChunk  # noqa: E402
 
 CONTROL_RATE_HZ = 50

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cosmos_policy_ros.model.cosmos_policy import CosmosPolicy  # noqa: E402
 from cosmos_policy_ros.model.tiny import TINY_TASKS  # noqa: E402
-from cosmos_policy_ros.onnx_backend import example_inputs, make_onnx_policy  # noqa: E402
-from cosmos_policy_ros.policies import default_checkpoint  # noqa: E402
+from cosmos_policy_ros.model.onnx_backend import example_inputs, make_onnx_policy  # noqa: E402
+from cosmos_policy_ros.control.policies import default_checkpoint  # noqa: E402
 from cosmos_policy_ros.types import Observation  # noqa: E402
 
 CAMERAS = ("cam_high", "cam_left_wrist", "cam_right_wrist")

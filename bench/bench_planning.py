@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cosmos_policy_ros.config import load_config  # noqa: E402
-from cosmos_policy_ros.planning import ModelPlanner, default_planning_checkpoint, make_model_planner  # noqa: E402
+from cosmos_policy_ros.control.planning import ModelPlanner, default_planning_checkpoint, make_model_planner  # noqa: E402
 from cosmos_policy_ros.types import Observation  # noqa: E402
 
 CANDIDATE_COUNTS = (1, 4, 8)

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
 from test_training import write_folder  # noqa: E402  (synthetic ALOHA episodes)
 
 from cosmos_policy_ros.model.tiny import make_tiny_checkpoint  # noqa: E402
-from cosmos_policy_ros.training import EpisodeDataset, Trainer, TrainSettings  # noqa: E402
+from cosmos_policy_ros.learning.training import EpisodeDataset, Trainer, TrainSettings  # noqa: E402
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ import torch  # noqa: E402
 from bench_onnx import build_policies, make_observation, run_onnx_bench  # noqa: E402
 from cosmos_policy_ros.config import load_config  # noqa: E402
 from cosmos_policy_ros.model.tiny import TINY_TASKS  # noqa: E402
-from cosmos_policy_ros.policies import default_checkpoint  # noqa: E402
+from cosmos_policy_ros.control.policies import default_checkpoint  # noqa: E402
 
 THREADS = 1  # 2 torch threads on 2 shared cores stall in OpenMP barriers (80 ms -> 7 s per chunk)
 RATE_HZ = 50.0
@@ -130,9 +130,9 @@ class _RosLoopback:
 
 
 def run_overhead_bench(policy, repeats: int = 10) -> dict:
-    from cosmos_policy_ros.images import image_to_rgb
-    from cosmos_policy_ros.messages import chunk_to_msg, image_msg_to_rgb, rgb_to_image_msg
-    from cosmos_policy_ros.observation import ObservationAssembler
+    from cosmos_policy_ros.control.images import image_to_rgb
+    from cosmos_policy_ros.nodes.messages import chunk_to_msg, image_msg_to_rgb, rgb_to_image_msg
+    from cosmos_policy_ros.control.observation import ObservationAssembler
     from cosmos_policy_ros.types import ActionChunk
 
     config = load_config("aloha")
@@ -222,7 +222,7 @@ def _overhead_summary(rows: list[dict[str, float]]) -> dict:
 # ---------------------------------------------------------------------- executor ticks
 def tick_loop(seconds: float, rate_hz: float = RATE_HZ) -> dict:
     """A 50 Hz ChunkExecutor loop with sleep-until; |period - nominal| percentiles in ms."""
-    from cosmos_policy_ros.execution import ChunkExecutor
+    from cosmos_policy_ros.control.execution import ChunkExecutor
     from cosmos_policy_ros.types import ActionChunk
 
     config = load_config("aloha")

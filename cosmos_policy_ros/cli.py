@@ -18,11 +18,11 @@ TOOLS = {
                              "run_tiny", "write the tiny random Cosmos checkpoint folder"),
     "convert-checkpoint": ("cosmos_policy_ros.model.convert", "add_convert_arguments",
                            "run_convert", "official Cosmos Policy checkpoint -> checkpoint folder"),
-    "bags-to-dataset": ("cosmos_policy_ros.dataset", "add_bags_to_dataset_arguments",
+    "bags-to-dataset": ("cosmos_policy_ros.learning.bags_to_dataset", "add_bags_to_dataset_arguments",
                         "run_bags_to_dataset", "recorded rosbag2 episodes -> ALOHA HDF5 training episodes"),
-    "train": ("cosmos_policy_ros.training", "add_train_arguments", "run_train",
+    "train": ("cosmos_policy_ros.learning.training", "add_train_arguments", "run_train",
               "fine-tune a checkpoint folder (policy / world model / value objectives)"),
-    "export-onnx": ("cosmos_policy_ros.onnx_backend", "add_export_onnx_arguments", "run_export_onnx",
+    "export-onnx": ("cosmos_policy_ros.model.onnx_backend", "add_export_onnx_arguments", "run_export_onnx",
                     "export a checkpoint's denoiser to ONNX"),
 }
 
@@ -44,7 +44,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     from cosmos_policy_ros.config import load_config
-    from cosmos_policy_ros.launcher import Graph, ros_env, tail
+    from cosmos_policy_ros.nodes.launcher import Graph, ros_env, tail
 
     config = load_config(args.config)
     out = Path(args.out)
@@ -122,7 +122,7 @@ def add_label_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_label(args: argparse.Namespace) -> int:
     """Set or correct recorded episodes' outcomes (outcome.yaml; earlier labels are kept)."""
-    from cosmos_policy_ros.recording import label_episode
+    from cosmos_policy_ros.recording.recorder import label_episode
 
     for bag in args.bags:
         try:

@@ -44,5 +44,5 @@ def test_full_ament_cmake_install(tmp_path):
     site = next((install / "lib").glob("python3*/site-packages")) / "cosmos_policy_ros"
     assert "extend_path" in (site / "__init__.py").read_text()  # ours, not the generated empty one
     assert (site / "msg" / "_action_chunk.py").is_file() and (site / "nodes" / "policy_node.py").is_file()
-    assert (site / "data" / "tiny_cosmos" / "cosmos_policy.json").is_file()
+    assert (site / "checkpoints" / "tiny_cosmos" / "cosmos_policy.json").is_file()
     assert (install / "share" / "ament_index" / "resource_index" / "packages" / "cosmos_policy_ros").is_file()

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cosmos_policy_ros.execution import REJECT_REASONS, ChunkExecutor
-from cosmos_policy_ros.safety import JointLimits, SafetyFilter
+from cosmos_policy_ros.control.execution import REJECT_REASONS, ChunkExecutor
+from cosmos_policy_ros.control.safety import JointLimits, SafetyFilter
 from cosmos_policy_ros.types import ActionChunk
 
 JOINTS = ("left_waist", "left_gripper")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cosmos_policy_ros.safety import JointLimits, SafetyFilter
+from cosmos_policy_ros.control.safety import JointLimits, SafetyFilter
 from test_execution import HOME, MAX_STEP, PERIOD_NS, make_executor, ramp_chunk, t
 
 
@@ -62,7 +62,7 @@ def test_rate_limit_is_never_exceeded_by_rounding():
 
 
 def test_grippers_keep_their_command_when_resyncing_after_an_estop():
-    from cosmos_policy_ros.execution import ChunkExecutor
+    from cosmos_policy_ros.control.execution import ChunkExecutor
     from test_execution import JOINTS
 
     limits = JointLimits.from_config({"lower": [-1.0, 0.0], "upper": [1.0, 1.0], "max_step_per_tick": MAX_STEP}, JOINTS)
@@ -75,7 +75,7 @@ def test_grippers_keep_their_command_when_resyncing_after_an_estop():
 
 
 def test_restart_for_a_new_episode_takes_every_joint_from_the_measurement():
-    from cosmos_policy_ros.execution import ChunkExecutor
+    from cosmos_policy_ros.control.execution import ChunkExecutor
     from test_execution import JOINTS
 
     limits = JointLimits.from_config({"lower": [-1.0, 0.0], "upper": [1.0, 1.0], "max_step_per_tick": MAX_STEP}, JOINTS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cosmos_policy_ros.safety import JointLimits, LimitsConfigError, SafetyFilter
+from cosmos_policy_ros.control.safety import JointLimits, LimitsConfigError, SafetyFilter
 
 JOINTS = ("waist", "shoulder", "gripper")
 EPS = 1e-12

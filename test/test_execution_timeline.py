@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from cosmos_policy_ros.execution import ChunkExecutor, InferenceTrigger, TickResult
-from cosmos_policy_ros.safety import JointLimits, SafetyFilter
+from cosmos_policy_ros.control.execution import ChunkExecutor, InferenceTrigger, TickResult
+from cosmos_policy_ros.control.safety import JointLimits, SafetyFilter
 from cosmos_policy_ros.types import ActionChunk
 
 RATE_HZ = 50

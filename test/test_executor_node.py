@@ -10,7 +10,7 @@ from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 from std_srvs.srv import SetBool  # noqa: E402
 
-from cosmos_policy_ros.messages import chunk_to_msg  # noqa: E402
+from cosmos_policy_ros.nodes.messages import chunk_to_msg  # noqa: E402
 from cosmos_policy_ros.msg import ActionChunk as ActionChunkMsg  # noqa: E402
 from cosmos_policy_ros.msg import EpisodeEvent  # noqa: E402
 from cosmos_policy_ros.nodes.chunk_executor_node import make_executor_node  # noqa: E402

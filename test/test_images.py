@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cosmos_policy_ros.images import (ImageConversionError, compressed_to_rgb, image_to_rgb, rgb_to_image_fields,
+from cosmos_policy_ros.control.images import (ImageConversionError, compressed_to_rgb, image_to_rgb, rgb_to_image_fields,
                                       rgb_to_jpeg)
 
 RNG = np.random.default_rng(0)

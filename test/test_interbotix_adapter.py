@@ -37,7 +37,7 @@ PROBE = textwrap.dedent('''
     import rclpy
     from sensor_msgs.msg import JointState
     from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
-    from cosmos_policy_ros.messages import chunk_to_msg
+    from cosmos_policy_ros.nodes.messages import chunk_to_msg
     from cosmos_policy_ros.msg import ActionChunk as ActionChunkMsg
     from cosmos_policy_ros.types import ActionChunk
     import numpy as np
@@ -91,7 +91,7 @@ def interbotix_msgs():
 
 
 def test_interbotix_adapter_sends_arm_group_and_gripper_motor_commands(tmp_path, aloha_config, interbotix_msgs):
-    from cosmos_policy_ros.launcher import Graph, ros_env
+    from cosmos_policy_ros.nodes.launcher import Graph, ros_env
 
     raw = dict(aloha_config.raw, output={"adapter": "interbotix"})
     config = tmp_path / "aloha_interbotix.yaml"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
-from cosmos_policy_ros.messages import (chunk_to_msg, image_msg_to_rgb, msg_to_chunk, ns_to_stamp,  # noqa: E402
+from cosmos_policy_ros.nodes.messages import (chunk_to_msg, image_msg_to_rgb, msg_to_chunk, ns_to_stamp,  # noqa: E402
                                         rgb_to_image_msg, stamp_to_ns)
 from cosmos_policy_ros.msg import ActionChunk, EpisodeEvent, PlanRequest, PlanResult  # noqa: E402
 from cosmos_policy_ros.types import ActionChunk as Chunk  # noqa: E402

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cosmos_policy_ros.observation import ObservationAssembler
+from cosmos_policy_ros.control.observation import ObservationAssembler
 
 MS = 1_000_000
 ARM_NAMES = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "left_finger"]

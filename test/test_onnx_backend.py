@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from cosmos_policy_ros import onnx_backend
+from cosmos_policy_ros.model import onnx_backend
 from cosmos_policy_ros.model.cosmos_policy import CosmosPolicy
 from cosmos_policy_ros.model.denoiser import TorchDenoiser
 from cosmos_policy_ros.model.tiny import TINY_TASKS
-from cosmos_policy_ros.onnx_backend import (
+from cosmos_policy_ros.model.onnx_backend import (
     INPUT_NAMES, MODEL_FILE, META_FILE, OnnxDenoiser, OnnxModelError, checkpoint_fingerprint, example_inputs,
     find_or_export, make_onnx_policy, select_providers,
 )
-from cosmos_policy_ros.policies import default_checkpoint, make_cosmos_policy
+from cosmos_policy_ros.control.policies import default_checkpoint, make_cosmos_policy
 from cosmos_policy_ros.types import Observation
 
 PARITY = 1e-4

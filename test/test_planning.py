@@ -9,7 +9,7 @@ import yaml
 
 from cosmos_policy_ros.config import ConfigError, load_config
 from cosmos_policy_ros.model.cosmos_policy import OutcomePrediction
-from cosmos_policy_ros.planning import (
+from cosmos_policy_ros.control.planning import (
     ModelPlanner,
     PendingRequests,
     Planner,

@@ -17,7 +17,7 @@ rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("cosmos_policy_ros.msg")
 
 from cosmos_policy_ros.config import load_config  # noqa: E402
-from cosmos_policy_ros.launcher import Graph, ros_env, tail  # noqa: E402
+from cosmos_policy_ros.nodes.launcher import Graph, ros_env, tail  # noqa: E402
 from cosmos_policy_ros.types import Observation, PolicyOutput  # noqa: E402
 
 DEADLINE_S = 2.0

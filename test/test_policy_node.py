@@ -8,8 +8,8 @@ import pytest
 pytest.importorskip("rclpy")
 from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
 
-from cosmos_policy_ros.images import rgb_to_jpeg  # noqa: E402
-from cosmos_policy_ros.messages import msg_to_chunk, ns_to_stamp, rgb_to_image_msg  # noqa: E402
+from cosmos_policy_ros.control.images import rgb_to_jpeg  # noqa: E402
+from cosmos_policy_ros.nodes.messages import msg_to_chunk, ns_to_stamp, rgb_to_image_msg  # noqa: E402
 from cosmos_policy_ros.msg import ActionChunk as ActionChunkMsg  # noqa: E402
 from cosmos_policy_ros.nodes.policy_node import make_policy_node  # noqa: E402
 from ros_harness import Harness, params  # noqa: E402

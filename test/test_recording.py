@@ -16,7 +16,7 @@ import pytest
 import yaml
 from rosbags.rosbag2 import Reader
 
-from cosmos_policy_ros.recording import (
+from cosmos_policy_ros.recording.recorder import (
     EPISODE_EVENT_TYPE,
     EpisodeOutcome,
     EpisodeRecorder,
@@ -198,7 +198,7 @@ def test_full_queue_drops_are_counted_and_accepted_data_kept(tmp_path, typestore
 CHILD = textwrap.dedent('''
     import sys, time
     import numpy as np
-    from cosmos_policy_ros.recording import EpisodeRecorder, build_typestore, install_signal_handlers
+    from cosmos_policy_ros.recording.recorder import EpisodeRecorder, build_typestore, install_signal_handlers
     out, msg_dir = sys.argv[1], sys.argv[2]
     ts = build_typestore(msg_dir)
     recorder = EpisodeRecorder(out, typestore=ts)

@@ -4,7 +4,7 @@ import torch
 from safetensors.torch import load_file
 
 from cosmos_policy_ros.model.tiny import build_tiny_checkpoint
-from cosmos_policy_ros.policies import default_checkpoint
+from cosmos_policy_ros.control.policies import default_checkpoint
 
 SHIPPED = default_checkpoint().parent
 

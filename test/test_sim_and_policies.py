@@ -2,8 +2,8 @@ import h5py
 import numpy as np
 import pytest
 
-from cosmos_policy_ros.output_adapters import adapter_settings, split_command
-from cosmos_policy_ros.replay import EpisodeFileError, ReplayPolicy
+from cosmos_policy_ros.control.output_adapters import adapter_settings, split_command
+from cosmos_policy_ros.control.replay import EpisodeFileError, ReplayPolicy
 from cosmos_policy_ros.types import Observation
 
 

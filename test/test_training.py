@@ -16,7 +16,7 @@ from cosmos_policy_ros.model.checkpoint import ALOHA_JOINT_NAMES, CosmosCheckpoi
 from cosmos_policy_ros.model.cosmos_policy import CosmosPolicy
 from cosmos_policy_ros.model.layout import MODES
 from cosmos_policy_ros.model.tiny import TINY_TASKS, build_tiny_checkpoint, make_tiny_checkpoint
-from cosmos_policy_ros.training import (
+from cosmos_policy_ros.learning.training import (
     EpisodeDataset,
     NoiseConfig,
     Trainer,

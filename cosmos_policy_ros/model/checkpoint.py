@@ -33,6 +33,8 @@ STATS_FILE = "dataset_statistics.json"
 T5_FILE = "t5_embeddings.safetensors"
 TRANSFORMER_DIR = "transformer"
 VAE_DIR = "vae"
+# Checkpoint folders shipped inside the package (package data, not a Python package).
+SHIPPED_CHECKPOINTS_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 WAN21_VAE_REPO = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
 
 ALOHA_JOINT_NAMES = (
@@ -174,6 +176,11 @@ class PolicyConfig:
 
 
 # ---------------------------------------------------------------------- T5 table
+def shipped_checkpoint(name: str) -> Path:
+    """Path of a checkpoint folder shipped with the package (``cosmos_policy_ros/checkpoints/<name>``)."""
+    return SHIPPED_CHECKPOINTS_DIR / name
+
+
 def save_text_embeddings(table: dict[str, torch.Tensor], path: str | Path) -> None:
     """Task string -> ``[L, D]``; task strings go in the metadata (any characters)."""
     tasks = sorted(table)

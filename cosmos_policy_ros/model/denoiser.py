@@ -1,7 +1,7 @@
 """The denoiser interface shared by every backend, and its torch implementation.
 
 A ``Denoiser`` maps noisy latents to the x0 (clean latent) prediction. It takes only
-tensors, so a second backend (ONNX Runtime, ``cosmos_policy_ros/onnx_backend.py``)
+tensors, so a second backend (ONNX Runtime, ``cosmos_policy_ros/model/onnx_backend.py``)
 implements the same call and reuses ``MultistepSampler`` unchanged::
 
     x0 = denoiser(noisy_latents, sigma, condition_frames, text_embedding)

@@ -32,11 +32,11 @@ def make_executor_node(**node_options):
     from std_srvs.srv import SetBool
     from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-    from cosmos_policy_ros.execution import ChunkExecutor
-    from cosmos_policy_ros.messages import msg_to_chunk, seconds_to_duration
+    from cosmos_policy_ros.control.execution import ChunkExecutor
+    from cosmos_policy_ros.nodes.messages import msg_to_chunk, seconds_to_duration
     from cosmos_policy_ros.msg import ActionChunk, EpisodeEvent
     from cosmos_policy_ros.config import joint_state_to_positions
-    from cosmos_policy_ros.output_adapters import adapter_settings, split_command
+    from cosmos_policy_ros.control.output_adapters import adapter_settings, split_command
 
     class ChunkExecutorNode(Node):
         def __init__(self):

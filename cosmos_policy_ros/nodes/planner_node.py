@@ -26,7 +26,7 @@ def request_to_inputs(msg, joint_names: tuple[str, ...]):
 
     Raises ValueError naming what does not fit (joints, shapes, images).
     """
-    from cosmos_policy_ros.messages import image_msg_to_rgb, msg_to_chunk, stamp_to_ns
+    from cosmos_policy_ros.nodes.messages import image_msg_to_rgb, msg_to_chunk, stamp_to_ns
     from cosmos_policy_ros.types import Observation
 
     if not msg.candidates:
@@ -60,9 +60,9 @@ def make_planner_node():
     from sensor_msgs.msg import Image
 
     from cosmos_policy_ros.config import ConfigError
-    from cosmos_policy_ros.messages import duration_to_seconds, rgb_to_image_msg
+    from cosmos_policy_ros.nodes.messages import duration_to_seconds, rgb_to_image_msg
     from cosmos_policy_ros.msg import PlanRequest, PlanResult
-    from cosmos_policy_ros.planning import PlanningSettings, make_model_planner
+    from cosmos_policy_ros.control.planning import PlanningSettings, make_model_planner
 
     class PlannerNode(Node):
         def __init__(self):
@@ -168,7 +168,7 @@ def make_planner_node():
                     self._publish_imagination(encoded, chosen_chunk, msg, first)
 
         def _publish_imagination(self, encoded, chunk, msg, first) -> None:
-            from cosmos_policy_ros.messages import stamp_to_ns
+            from cosmos_policy_ros.nodes.messages import stamp_to_ns
 
             try:
                 frames = self.planner.imagine(encoded, chunk)

@@ -18,7 +18,7 @@ import numpy as np
 
 from cosmos_policy_ros.config import ConfigError, RobotConfig
 from cosmos_policy_ros.nodes.common import reliable_qos
-from cosmos_policy_ros.planning import (
+from cosmos_policy_ros.control.planning import (
     PendingRequests,
     PlanDecision,
     PlanningSettings,
@@ -72,7 +72,7 @@ class PlanningClient:
         self._pending.deliver(int(msg.request_id), msg)
 
     def _request_msg(self, request_id: int, observation: Observation, candidates: list[PolicyOutput]):
-        from cosmos_policy_ros.messages import chunk_to_msg, ns_to_stamp, rgb_to_image_msg, seconds_to_duration
+        from cosmos_policy_ros.nodes.messages import chunk_to_msg, ns_to_stamp, rgb_to_image_msg, seconds_to_duration
         from cosmos_policy_ros.msg import PlanRequest
         from cosmos_policy_ros.types import ActionChunk
 
@@ -94,7 +94,7 @@ class PlanningClient:
 
     def _publish_decision(self, request_id: int, observation: Observation, decision: PlanDecision,
                           answer, n: int) -> None:
-        from cosmos_policy_ros.messages import ns_to_stamp
+        from cosmos_policy_ros.nodes.messages import ns_to_stamp
         from cosmos_policy_ros.msg import PlanResult
 
         msg = PlanResult()

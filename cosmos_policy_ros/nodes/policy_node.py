@@ -41,12 +41,12 @@ def make_policy_node(**node_options):
     from rclpy.node import Node
     from sensor_msgs.msg import CompressedImage, Image, JointState
 
-    from cosmos_policy_ros.execution import InferenceTrigger
-    from cosmos_policy_ros.images import ImageConversionError, check_image
-    from cosmos_policy_ros.messages import chunk_to_msg, image_msg_to_rgb, stamp_to_ns
+    from cosmos_policy_ros.control.execution import InferenceTrigger
+    from cosmos_policy_ros.control.images import ImageConversionError, check_image
+    from cosmos_policy_ros.nodes.messages import chunk_to_msg, image_msg_to_rgb, stamp_to_ns
     from cosmos_policy_ros.msg import ActionChunk, EpisodeEvent
-    from cosmos_policy_ros.observation import ObservationAssembler
-    from cosmos_policy_ros.policies import make_policy
+    from cosmos_policy_ros.control.observation import ObservationAssembler
+    from cosmos_policy_ros.control.policies import make_policy
     from cosmos_policy_ros.types import ActionChunk as Chunk
 
     class PolicyNode(Node):

@@ -45,9 +45,9 @@ def make_recorder_node(**node_options):
     from rcl_interfaces.msg import ParameterDescriptor
     from rclpy.node import Node
 
-    from cosmos_policy_ros.messages import stamp_to_ns
+    from cosmos_policy_ros.nodes.messages import stamp_to_ns
     from cosmos_policy_ros.msg import EpisodeEvent
-    from cosmos_policy_ros.recording import EpisodeOutcome, EpisodeRecorder, RecorderError, label_episode
+    from cosmos_policy_ros.recording.recorder import EpisodeOutcome, EpisodeRecorder, RecorderError, label_episode
 
     class RecorderNode(Node):
         def __init__(self):

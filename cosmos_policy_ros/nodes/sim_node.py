@@ -29,7 +29,7 @@ def make_sim_node(**node_options):
     from std_msgs.msg import Float32, Float64MultiArray
     from trajectory_msgs.msg import JointTrajectory
 
-    from cosmos_policy_ros.messages import ns_to_stamp, rgb_to_image_msg
+    from cosmos_policy_ros.nodes.messages import ns_to_stamp, rgb_to_image_msg
     from cosmos_policy_ros.msg import EpisodeEvent
     from cosmos_policy_ros.sim.aloha_sim import AlohaSim
     from rcl_interfaces.msg import ParameterDescriptor

@@ -46,7 +46,9 @@ DEFAULT_SUCCESS_THRESHOLD = 0.05
 
 def default_planning_checkpoint() -> Path:
     """The tiny random planning checkpoint the package ships (V(s') layout; runs, plans nothing useful)."""
-    return Path(__file__).resolve().parent / "data" / "tiny_cosmos_planning"
+    from cosmos_policy_ros.model.checkpoint import shipped_checkpoint
+
+    return shipped_checkpoint("tiny_cosmos_planning")
 
 
 # ---------------------------------------------------------------------------- aggregation

@@ -77,7 +77,7 @@ def msg_to_chunk(msg) -> ActionChunk:
 def rgb_to_image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str = ""):
     from sensor_msgs.msg import Image
 
-    from cosmos_policy_ros.images import rgb_to_image_fields
+    from cosmos_policy_ros.control.images import rgb_to_image_fields
 
     msg = Image()
     msg.header.stamp = ns_to_stamp(stamp_ns)
@@ -89,7 +89,7 @@ def rgb_to_image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str = ""):
 
 def image_msg_to_rgb(msg) -> np.ndarray:
     """sensor_msgs/Image or CompressedImage -> uint8 RGB; ImageConversionError on bad input."""
-    from cosmos_policy_ros.images import compressed_to_rgb, image_to_rgb
+    from cosmos_policy_ros.control.images import compressed_to_rgb, image_to_rgb
 
     if hasattr(msg, "encoding"):
         return image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))

@@ -124,7 +124,7 @@ def find_msg_dir(msg_dir: str | os.PathLike[str] | None = None) -> Path:
         for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep)
         if prefix
     ]
-    candidates.append(Path(__file__).resolve().parent.parent / 'msg')
+    candidates.append(Path(__file__).resolve().parents[2] / 'msg')
     for path in candidates:
         if any(path.glob('*.msg')):
             return path

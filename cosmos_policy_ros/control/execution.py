@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 
-from cosmos_policy_ros.safety import JointLimits, SafetyFilter, SafetyFlags
+from cosmos_policy_ros.control.safety import JointLimits, SafetyFilter, SafetyFlags
 from cosmos_policy_ros.types import ActionChunk
 
 TickSource = Literal["chunk", "hold", "disabled"]

@@ -74,7 +74,7 @@ def checkpoint_fingerprint(checkpoint_dir: str | Path) -> str:
     fine-tune changes every tensor, so this tells exports apart without reading 8 GB at
     every start-up. It is a staleness check, not an integrity check.
     """
-    from .model.checkpoint import TRANSFORMER_DIR
+    from cosmos_policy_ros.model.checkpoint import TRANSFORMER_DIR
 
     folder = Path(checkpoint_dir) / TRANSFORMER_DIR
     files = sorted(p for p in folder.glob("*") if p.is_file() and (p.suffix == ".safetensors" or p.name == "config.json"))
@@ -97,7 +97,7 @@ def checkpoint_fingerprint(checkpoint_dir: str | Path) -> str:
 
 def _input_shapes(checkpoint) -> dict[str, list[int | str]]:
     """The denoiser's input shapes for a loaded ``CosmosCheckpoint`` ("batch" is dynamic)."""
-    from .model.checkpoint import T5_FILE, CheckpointError
+    from cosmos_policy_ros.model.checkpoint import T5_FILE, CheckpointError
 
     cfg = checkpoint.config
     frames = len(cfg.layout.slots)
@@ -161,8 +161,8 @@ def export_onnx(
     Returns the path of the .onnx file; ``denoiser.json`` is written last, so a folder
     with it is complete.
     """
-    from .model.checkpoint import CosmosCheckpoint
-    from .model.denoiser import TorchDenoiser
+    from cosmos_policy_ros.model.checkpoint import CosmosCheckpoint
+    from cosmos_policy_ros.model.denoiser import TorchDenoiser
 
     started = time.perf_counter()
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
@@ -451,8 +451,8 @@ def make_onnx_policy(
 
     device: where the VAE runs (default as the torch backend: CUDA when available).
     """
-    from .model.checkpoint import CosmosCheckpoint
-    from .model.cosmos_policy import CosmosPolicy, default_device, default_dtype
+    from cosmos_policy_ros.model.checkpoint import CosmosCheckpoint
+    from cosmos_policy_ros.model.cosmos_policy import CosmosPolicy, default_device, default_dtype
 
     folder = find_or_export(checkpoint, log=log)
     metadata = read_metadata(folder)
@@ -487,7 +487,7 @@ def add_export_onnx_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_export_onnx(args: argparse.Namespace) -> int:
-    from .model.checkpoint import CheckpointError
+    from cosmos_policy_ros.model.checkpoint import CheckpointError
 
     out = Path(args.out) if args.out else Path(args.checkpoint) / ONNX_SUBDIR
     external = {"auto": None, "always": True, "never": False}[args.external_data]

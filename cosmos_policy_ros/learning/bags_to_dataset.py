@@ -54,7 +54,7 @@ from rosbags.rosbag2 import Reader
 from tqdm import tqdm
 
 from cosmos_policy_ros.config import ConfigError, RobotConfig, load_config, parse_config
-from cosmos_policy_ros.recording import (
+from cosmos_policy_ros.recording.recorder import (
     EpisodeOutcome,
     build_typestore,
     is_bag_closed,
@@ -202,7 +202,7 @@ def _match_topic(bag: Path, topics: Iterable[str], wanted: str) -> str | None:
 
 def _image_to_rgb(msg: Any, msgtype: str) -> np.ndarray:
     """Decoded bag image (rosbags message) -> uint8 RGB, with the policy node's decoder."""
-    from cosmos_policy_ros.images import ImageConversionError, compressed_to_rgb, image_to_rgb
+    from cosmos_policy_ros.control.images import ImageConversionError, compressed_to_rgb, image_to_rgb
 
     try:
         if msgtype == 'sensor_msgs/msg/CompressedImage':
@@ -242,7 +242,7 @@ class _BagEpisode:
         if not is_bag_closed(bag):
             raise DatasetError(
                 f'{bag}: bag was not closed (recorder killed?); make it readable with '
-                f'cosmos_policy_ros.recording.recover({str(bag)!r})'
+                f'cosmos_policy_ros.recording.recorder.recover({str(bag)!r})'
             )
         self.reader = Reader(bag)
         self.reader.open()

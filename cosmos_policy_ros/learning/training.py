@@ -59,12 +59,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .dataset import value_targets
-from .model.checkpoint import CheckpointError, CosmosCheckpoint, PolicyConfig
-from .model.denoiser import DenoiserNetwork
-from .model.layout import MODES, inject
-from .model.normalization import NormalizationStats
-from .model.preprocessing import preprocess_image
+from cosmos_policy_ros.learning.bags_to_dataset import value_targets
+from cosmos_policy_ros.model.checkpoint import CheckpointError, CosmosCheckpoint, PolicyConfig
+from cosmos_policy_ros.model.denoiser import DenoiserNetwork
+from cosmos_policy_ros.model.layout import MODES, inject
+from cosmos_policy_ros.model.normalization import NormalizationStats
+from cosmos_policy_ros.model.preprocessing import preprocess_image
 
 __all__ = [
     "DEMO_MIX",

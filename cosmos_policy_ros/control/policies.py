@@ -15,7 +15,9 @@ POLICY_TYPES = ("scripted_transfer_cube", "replay", "cosmos")
 
 def default_checkpoint() -> Path:
     """The tiny random Cosmos checkpoint the package ships (runs, does not solve tasks)."""
-    return Path(__file__).resolve().parent / "data" / "tiny_cosmos"
+    from cosmos_policy_ros.model.checkpoint import shipped_checkpoint
+
+    return shipped_checkpoint("tiny_cosmos")
 
 
 def make_policy(config: RobotConfig) -> Policy:
@@ -30,7 +32,7 @@ def make_policy(config: RobotConfig) -> Policy:
             raise ConfigError(f"{where}.type: the transfer-cube expert drives the 14 ALOHA joints, config has {config.dof}")
         return ScriptedTransferCubeExpert(horizon=horizon, control_period_s=config.control_period_s)
     if kind == "replay":
-        from cosmos_policy_ros.replay import ReplayPolicy
+        from cosmos_policy_ros.control.replay import ReplayPolicy
 
         episode = str(section.get("replay_episode", ""))
         if not episode:
@@ -57,7 +59,7 @@ def make_cosmos_policy(checkpoint: str, backend: str, seed: int, config: RobotCo
     if backend == "torch":
         policy = CosmosPolicy.from_pretrained(checkpoint, seed=seed, decode_future_images=decode_future_images)
     elif backend == "onnx":
-        from cosmos_policy_ros.onnx_backend import make_onnx_policy
+        from cosmos_policy_ros.model.onnx_backend import make_onnx_policy
 
         policy = make_onnx_policy(checkpoint, seed=seed)
         policy.decode_future_images = decode_future_images

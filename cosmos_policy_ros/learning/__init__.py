@@ -1,0 +1,1 @@
+"""Learning from recorded episodes: bag -> ALOHA HDF5 conversion, training, evaluation."""

@@ -1,0 +1,1 @@
+"""Rollout recording to rosbag2 (MCAP): episodes, outcomes, recovery after a kill."""
