@@ -11,8 +11,25 @@ import importlib
 import threading
 
 import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import SetBool
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from cosmos_policy_ros.nodes.common import declare_config, log_info, now_ns, reliable_qos, run_node, sensor_qos
+from cosmos_policy_ros.config import joint_state_to_positions
+from cosmos_policy_ros.control.execution import ChunkExecutor
+from cosmos_policy_ros.control.output_adapters import adapter_settings, split_command
+from cosmos_policy_ros.msg import ActionChunk, EpisodeEvent
+from cosmos_policy_ros.nodes.common import (
+    declare_config,
+    log_info,
+    now_ns,
+    reliable_qos,
+    run_node,
+    sensor_qos,
+)
+from cosmos_policy_ros.nodes.messages import msg_to_chunk, seconds_to_duration
 
 
 def _interbotix_msgs(module: str):
@@ -24,150 +41,139 @@ def _interbotix_msgs(module: str):
             "Interbotix messages (interbotix_xs_msgs) or choose the position/trajectory adapter") from exc
 
 
+class ChunkExecutorNode(Node):
+    def __init__(self, **node_options):
+        super().__init__("chunk_executor_node", **node_options)
+        self.config = declare_config(self, {
+            "adapter": ("output.adapter", "", "override output.adapter: position | trajectory | interbotix"),
+        })
+        self.executor_core = ChunkExecutor.from_config(self.config.raw, source=str(self.config.path))
+        self.adapter, self.gripper_unit = adapter_settings(self.config)
+        self.period_s = self.config.control_period_s
+        self._lock = threading.Lock()
+        # Latest measured joints (joint_names order) from the arms' JointStates.
+        self._measured = np.full(self.config.dof, np.nan)
+
+        self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, reliable_qos(10))
+        self.create_subscription(EpisodeEvent, "episode_events", self._on_event, reliable_qos(20))
+        for arm in self.config.arms:
+            self.create_subscription(JointState, arm.joint_state_topic,
+                                     lambda m, a=arm: self._on_joint_state(a, m), sensor_qos(5))
+        self.create_service(SetBool, "executor/enable", self._on_enable)
+        self.executed_pub = self.create_publisher(Float64MultiArray, "executed_command", reliable_qos(50))
+        self._make_output_publishers(Float64MultiArray, JointTrajectory, JointTrajectoryPoint, seconds_to_duration)
+        self._msg_to_chunk = msg_to_chunk
+        self.create_timer(self.period_s, self._tick)
+        self.create_timer(5.0, self._log_stats)
+        self.get_logger().info(
+            f"executing {self.config.dof} joints at {self.config.control_rate_hz:g} Hz through the "
+            f"'{self.adapter}' adapter (gripper unit {self.gripper_unit})")
+
+    def _make_output_publishers(self, Float64MultiArray, JointTrajectory, JointTrajectoryPoint, to_duration):
+        self._outputs = {}
+        for arm in self.config.arms:
+            ns = arm.command_namespace
+            if self.adapter == "position":
+                pub = self.create_publisher(Float64MultiArray, f"{ns}/commands/position", reliable_qos(5))
+
+                def send(cmd, pub=pub):
+                    msg = Float64MultiArray()
+                    msg.data = [float(v) for v in cmd.arm_positions] + ([cmd.gripper] if cmd.gripper is not None else [])
+                    pub.publish(msg)
+            elif self.adapter == "trajectory":
+                pub = self.create_publisher(JointTrajectory, f"{ns}/arm_controller/joint_trajectory", reliable_qos(5))
+
+                def send(cmd, pub=pub):
+                    msg = JointTrajectory()
+                    msg.joint_names = cmd.joint_names
+                    point = JointTrajectoryPoint()
+                    point.positions = [float(v) for v in cmd.arm_positions] + ([cmd.gripper] if cmd.gripper is not None else [])
+                    point.time_from_start = to_duration(self.period_s)
+                    msg.points = [point]
+                    pub.publish(msg)
+            else:
+                xs = _interbotix_msgs("interbotix_xs_msgs.msg")
+                group_pub = self.create_publisher(xs.JointGroupCommand, f"{ns}/commands/joint_group", reliable_qos(5))
+                single_pub = self.create_publisher(xs.JointSingleCommand, f"{ns}/commands/joint_single", reliable_qos(5))
+
+                def send(cmd, group_pub=group_pub, single_pub=single_pub, xs=xs):
+                    group = xs.JointGroupCommand()
+                    group.name = "arm"
+                    group.cmd = [float(v) for v in cmd.arm_positions]
+                    group_pub.publish(group)
+                    if cmd.gripper is not None:
+                        single = xs.JointSingleCommand()
+                        single.name = "gripper"
+                        single.cmd = float(cmd.gripper)
+                        single_pub.publish(single)
+            self._outputs[arm.name] = send
+
+    def _on_joint_state(self, arm, msg) -> None:
+        measured = self._measured.copy()
+        try:
+            if len(msg.name) != len(msg.position):
+                raise ValueError(f"{arm.joint_state_topic}: {len(msg.name)} names, {len(msg.position)} positions")
+            joint_state_to_positions(arm, list(msg.name), np.asarray(msg.position, dtype=np.float64), measured)
+        except ValueError as exc:
+            self.get_logger().error(f"ignoring joint state: {exc}", throttle_duration_sec=5.0)
+            return
+        with self._lock:
+            idx = list(arm.indices)
+            self._measured[idx] = measured[idx]
+
+    def _on_chunk(self, msg) -> None:
+        try:
+            chunk = self._msg_to_chunk(msg)
+        except ValueError as exc:
+            self.get_logger().error(f"refused chunk: {exc}")
+            return
+        with self._lock:
+            result = self.executor_core.submit(chunk, now_ns(self))
+        if not result.accepted:
+            self.get_logger().warning(f"refused chunk {chunk.chunk_id}: {result.reason}", throttle_duration_sec=1.0)
+
+    def _on_event(self, msg) -> None:
+        if msg.event == msg.START:
+            with self._lock:
+                # The robot was reset: restart from its measured pose. An e-stop stays
+                # in force (only executor/enable lifts it).
+                self.executor_core.restart(now_ns(self))
+
+    def _on_enable(self, request, response):
+        with self._lock:
+            self.executor_core.set_enabled(bool(request.data), now_ns(self))
+        response.success = True
+        response.message = "enabled" if request.data else "disabled: holding position"
+        self.get_logger().warning(response.message) if not request.data else self.get_logger().info(response.message)
+        return response
+
+    def _tick(self) -> None:
+        with self._lock:
+            measured = self._measured.copy() if np.all(np.isfinite(self._measured)) else None
+            result = self.executor_core.tick(now_ns(self), measured)
+        if result.command is None:
+            return
+        for cmd in split_command(self.config, result.command, self.gripper_unit):
+            self._outputs[cmd.arm.name](cmd)
+        msg = Float64MultiArray()
+        msg.data = [float(v) for v in result.command]
+        self.executed_pub.publish(msg)
+
+    def close(self) -> None:
+        self._log_stats()  # final numbers
+
+    def _log_stats(self) -> None:
+        with self._lock:
+            stats = self.executor_core.stats()
+        log_info(self,
+            "ticks {ticks} (chunk {chunk_ticks}, hold {hold_ticks}, starved {starved_ticks}, disabled "
+            "{disabled_ticks}), chunks accepted {accepted} rejected {rejected}, clamped {clamped_ticks}, "
+            "rate-limited {rate_limited_ticks}".format(**stats))  # the 5 s timer sets the rate
+
+
 def make_executor_node(**node_options):
     """Build the node; node_options go to rclpy Node (context, parameter_overrides, ...)."""
-    from rclpy.node import Node
-    from sensor_msgs.msg import JointState
-    from std_msgs.msg import Float64MultiArray
-    from std_srvs.srv import SetBool
-    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
-
-    from cosmos_policy_ros.control.execution import ChunkExecutor
-    from cosmos_policy_ros.nodes.messages import msg_to_chunk, seconds_to_duration
-    from cosmos_policy_ros.msg import ActionChunk, EpisodeEvent
-    from cosmos_policy_ros.config import joint_state_to_positions
-    from cosmos_policy_ros.control.output_adapters import adapter_settings, split_command
-
-    class ChunkExecutorNode(Node):
-        def __init__(self):
-            super().__init__("chunk_executor_node", **node_options)
-            self.config = declare_config(self, {
-                "adapter": ("output.adapter", "", "override output.adapter: position | trajectory | interbotix"),
-            })
-            self.executor_core = ChunkExecutor.from_config(self.config.raw, source=str(self.config.path))
-            self.adapter, self.gripper_unit = adapter_settings(self.config)
-            self.period_s = self.config.control_period_s
-            self._lock = threading.Lock()
-            # Latest measured joints (joint_names order) from the arms' JointStates.
-            self._measured = np.full(self.config.dof, np.nan)
-
-            self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, reliable_qos(10))
-            self.create_subscription(EpisodeEvent, "episode_events", self._on_event, reliable_qos(20))
-            for arm in self.config.arms:
-                self.create_subscription(JointState, arm.joint_state_topic,
-                                         lambda m, a=arm: self._on_joint_state(a, m), sensor_qos(5))
-            self.create_service(SetBool, "executor/enable", self._on_enable)
-            self.executed_pub = self.create_publisher(Float64MultiArray, "executed_command", reliable_qos(50))
-            self._make_output_publishers(Float64MultiArray, JointTrajectory, JointTrajectoryPoint, seconds_to_duration)
-            self._msg_to_chunk = msg_to_chunk
-            self.create_timer(self.period_s, self._tick)
-            self.create_timer(5.0, self._log_stats)
-            self.get_logger().info(
-                f"executing {self.config.dof} joints at {self.config.control_rate_hz:g} Hz through the "
-                f"'{self.adapter}' adapter (gripper unit {self.gripper_unit})")
-
-        def _make_output_publishers(self, Float64MultiArray, JointTrajectory, JointTrajectoryPoint, to_duration):
-            self._outputs = {}
-            for arm in self.config.arms:
-                ns = arm.command_namespace
-                if self.adapter == "position":
-                    pub = self.create_publisher(Float64MultiArray, f"{ns}/commands/position", reliable_qos(5))
-
-                    def send(cmd, pub=pub):
-                        msg = Float64MultiArray()
-                        msg.data = [float(v) for v in cmd.arm_positions] + ([cmd.gripper] if cmd.gripper is not None else [])
-                        pub.publish(msg)
-                elif self.adapter == "trajectory":
-                    pub = self.create_publisher(JointTrajectory, f"{ns}/arm_controller/joint_trajectory", reliable_qos(5))
-
-                    def send(cmd, pub=pub):
-                        msg = JointTrajectory()
-                        msg.joint_names = cmd.joint_names
-                        point = JointTrajectoryPoint()
-                        point.positions = [float(v) for v in cmd.arm_positions] + ([cmd.gripper] if cmd.gripper is not None else [])
-                        point.time_from_start = to_duration(self.period_s)
-                        msg.points = [point]
-                        pub.publish(msg)
-                else:
-                    xs = _interbotix_msgs("interbotix_xs_msgs.msg")
-                    group_pub = self.create_publisher(xs.JointGroupCommand, f"{ns}/commands/joint_group", reliable_qos(5))
-                    single_pub = self.create_publisher(xs.JointSingleCommand, f"{ns}/commands/joint_single", reliable_qos(5))
-
-                    def send(cmd, group_pub=group_pub, single_pub=single_pub, xs=xs):
-                        group = xs.JointGroupCommand()
-                        group.name = "arm"
-                        group.cmd = [float(v) for v in cmd.arm_positions]
-                        group_pub.publish(group)
-                        if cmd.gripper is not None:
-                            single = xs.JointSingleCommand()
-                            single.name = "gripper"
-                            single.cmd = float(cmd.gripper)
-                            single_pub.publish(single)
-                self._outputs[arm.name] = send
-
-        def _on_joint_state(self, arm, msg) -> None:
-            measured = self._measured.copy()
-            try:
-                if len(msg.name) != len(msg.position):
-                    raise ValueError(f"{arm.joint_state_topic}: {len(msg.name)} names, {len(msg.position)} positions")
-                joint_state_to_positions(arm, list(msg.name), np.asarray(msg.position, dtype=np.float64), measured)
-            except ValueError as exc:
-                self.get_logger().error(f"ignoring joint state: {exc}", throttle_duration_sec=5.0)
-                return
-            with self._lock:
-                idx = list(arm.indices)
-                self._measured[idx] = measured[idx]
-
-        def _on_chunk(self, msg) -> None:
-            try:
-                chunk = self._msg_to_chunk(msg)
-            except ValueError as exc:
-                self.get_logger().error(f"refused chunk: {exc}")
-                return
-            with self._lock:
-                result = self.executor_core.submit(chunk, now_ns(self))
-            if not result.accepted:
-                self.get_logger().warning(f"refused chunk {chunk.chunk_id}: {result.reason}", throttle_duration_sec=1.0)
-
-        def _on_event(self, msg) -> None:
-            if msg.event == msg.START:
-                with self._lock:
-                    # The robot was reset: restart from its measured pose. An e-stop stays
-                    # in force (only executor/enable lifts it).
-                    self.executor_core.restart(now_ns(self))
-
-        def _on_enable(self, request, response):
-            with self._lock:
-                self.executor_core.set_enabled(bool(request.data), now_ns(self))
-            response.success = True
-            response.message = "enabled" if request.data else "disabled: holding position"
-            self.get_logger().warning(response.message) if not request.data else self.get_logger().info(response.message)
-            return response
-
-        def _tick(self) -> None:
-            with self._lock:
-                measured = self._measured.copy() if np.all(np.isfinite(self._measured)) else None
-                result = self.executor_core.tick(now_ns(self), measured)
-            if result.command is None:
-                return
-            for cmd in split_command(self.config, result.command, self.gripper_unit):
-                self._outputs[cmd.arm.name](cmd)
-            msg = Float64MultiArray()
-            msg.data = [float(v) for v in result.command]
-            self.executed_pub.publish(msg)
-
-        def close(self) -> None:
-            self._log_stats()  # final numbers
-
-        def _log_stats(self) -> None:
-            with self._lock:
-                stats = self.executor_core.stats()
-            log_info(self,
-                "ticks {ticks} (chunk {chunk_ticks}, hold {hold_ticks}, starved {starved_ticks}, disabled "
-                "{disabled_ticks}), chunks accepted {accepted} rejected {rejected}, clamped {clamped_ticks}, "
-                "rate-limited {rate_limited_ticks}".format(**stats))  # the 5 s timer sets the rate
-
-    return ChunkExecutorNode()
+    return ChunkExecutorNode(**node_options)
 
 
 def main(args=None):

@@ -17,7 +17,6 @@ import time
 import numpy as np
 
 from cosmos_policy_ros.config import ConfigError, RobotConfig
-from cosmos_policy_ros.nodes.common import reliable_qos
 from cosmos_policy_ros.control.planning import (
     PendingRequests,
     PlanDecision,
@@ -26,6 +25,7 @@ from cosmos_policy_ros.control.planning import (
     decide,
     sample_candidates,
 )
+from cosmos_policy_ros.nodes.common import reliable_qos
 from cosmos_policy_ros.types import Observation, PolicyOutput
 
 
@@ -72,8 +72,13 @@ class PlanningClient:
         self._pending.deliver(int(msg.request_id), msg)
 
     def _request_msg(self, request_id: int, observation: Observation, candidates: list[PolicyOutput]):
-        from cosmos_policy_ros.nodes.messages import chunk_to_msg, ns_to_stamp, rgb_to_image_msg, seconds_to_duration
         from cosmos_policy_ros.msg import PlanRequest
+        from cosmos_policy_ros.nodes.messages import (
+            chunk_to_msg,
+            ns_to_stamp,
+            rgb_to_image_msg,
+            seconds_to_duration,
+        )
         from cosmos_policy_ros.types import ActionChunk
 
         msg = PlanRequest()
@@ -94,8 +99,8 @@ class PlanningClient:
 
     def _publish_decision(self, request_id: int, observation: Observation, decision: PlanDecision,
                           answer, n: int) -> None:
-        from cosmos_policy_ros.nodes.messages import ns_to_stamp
         from cosmos_policy_ros.msg import PlanResult
+        from cosmos_policy_ros.nodes.messages import ns_to_stamp
 
         msg = PlanResult()
         msg.header.stamp = ns_to_stamp(observation.stamp_ns)

@@ -14,259 +14,263 @@ import threading
 import time
 
 import numpy as np
+import rclpy
+from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float32, Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory
 
 from cosmos_policy_ros.config import RobotConfig
-from cosmos_policy_ros.nodes.common import declare_config, reliable_qos, run_node, sensor_qos
+from cosmos_policy_ros.msg import EpisodeEvent
+from cosmos_policy_ros.nodes.common import (
+    declare_config,
+    reliable_qos,
+    run_node,
+    sensor_qos,
+)
+from cosmos_policy_ros.nodes.messages import ns_to_stamp, rgb_to_image_msg
+from cosmos_policy_ros.sim.aloha_sim import AlohaSim
+
+
+class SimNode(Node):
+    def __init__(self, **node_options):
+        super().__init__("sim_node", **node_options)
+        self.config: RobotConfig = declare_config(self, {
+            "num_episodes": ("sim.num_episodes", 1, "episodes to run, then exit (0: forever)"),
+            "seed": ("sim.seed", 0, "seed of the first episode; episode k uses seed + k"),
+            "episode_length_s": ("sim.episode_length_s", 8.0, "sim seconds per episode"),
+        })
+        sim_cfg = self.config.section("sim")
+        self.num_episodes = int(sim_cfg.get("num_episodes", 1))
+        self.first_seed = int(sim_cfg.get("seed", 0))
+        self.episode_length_s = float(sim_cfg.get("episode_length_s", 8.0))
+        self.camera_period_s = 1.0 / float(sim_cfg.get("camera_rate_hz", 10.0))
+        self.image_hw = (int(sim_cfg.get("image_height", 480)), int(sim_cfg.get("image_width", 640)))
+        self.rtf = float(sim_cfg.get("real_time_factor", 1.0))
+        mujoco_cameras = dict(sim_cfg.get("mujoco_cameras", {}))
+        self.sim = AlohaSim(str(sim_cfg.get("task", "transfer_cube")))
+        if self.config.dof != self.sim.dof:
+            raise ValueError(f"{self.config.path}: the ALOHA sim drives 14 joints, config has {self.config.dof}")
+
+        self.clock_pub = self.create_publisher(Clock, "/clock", 10)
+        self.joint_pubs = {a.name: self.create_publisher(JointState, a.joint_state_topic, sensor_qos(5))
+                           for a in self.config.arms}
+        self.camera_pubs = {}
+        for cam in self.config.cameras:
+            if cam.name in mujoco_cameras:
+                self.camera_pubs[cam.name] = (mujoco_cameras[cam.name],
+                                              self.create_publisher(type(rgb_to_image_msg(np.zeros((1, 1, 3), np.uint8), 0)),
+                                                                    cam.topic, sensor_qos(2)))
+        self.pose_pub = self.create_publisher(PoseStamped, "sim/object_pose", reliable_qos(5))
+        self.event_pub = self.create_publisher(EpisodeEvent, "episode_events", reliable_qos(20))
+        self.reward_pub = self.create_publisher(Float32, "sim/reward", reliable_qos(5))
+
+        self._command_cv = threading.Condition()
+        self._command = None  # [14] normalized-gripper joint command
+        self._commands_received = 0
+        # Lockstep: after publishing a step's clock and state, wait (bounded) for every
+        # arm's command for that tick, so a loaded CPU slows the sim instead of the
+        # controller missing ticks. A real robot does not wait; set lockstep false to
+        # see the free-running behaviour.
+        self.lockstep = bool(sim_cfg.get("lockstep", True))
+        self.lockstep_timeout_s = float(sim_cfg.get("lockstep_timeout_s", 0.25))
+        self.lockstep_timeouts = 0
+        for arm in self.config.arms:
+            ns = arm.command_namespace
+            self.create_subscription(Float64MultiArray, f"{ns}/commands/position",
+                                     lambda m, a=arm: self._on_position(a, list(m.data)), reliable_qos(5))
+            self.create_subscription(JointTrajectory, f"{ns}/arm_controller/joint_trajectory",
+                                     lambda m, a=arm: self._on_trajectory(a, m), reliable_qos(5))
+        self.results: list[dict] = []
+        self.results_file = self.declare_parameter("results_file", "", ParameterDescriptor(
+            description="write the episodes' outcomes here as JSON when all are done")).value
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    # -- commands (executor -> sim) -----------------------------------------------
+    def _apply_arm(self, arm, values) -> None:
+        gripper_unit = str(self.config.get("output", "gripper_unit", "normalized"))
+        if len(values) != len(arm.indices):
+            self.get_logger().warning(f"{arm.command_namespace}: command with {len(values)} values, "
+                                   f"expected {len(arm.indices)}; ignored", throttle_duration_sec=2.0)
+            return
+        values = np.asarray(values, dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            self.get_logger().warning(f"{arm.command_namespace}: non-finite command ignored", throttle_duration_sec=2.0)
+            return
+        if arm.gripper is not None and gripper_unit != "normalized":
+            g = arm.gripper
+            raw = values[-1]
+            values[-1] = (g.normalize_finger(raw) if gripper_unit == "finger_m" else
+                          (raw - g.motor_closed_rad) / (g.motor_open_rad - g.motor_closed_rad))
+        with self._command_cv:
+            if self._command is None:
+                self._command = self.sim.state().joint_positions.copy()
+            self._command[list(arm.indices)] = values
+            self._commands_received += 1
+            self._command_cv.notify_all()
+
+    def _on_position(self, arm, values) -> None:
+        self._apply_arm(arm, values)
+
+    def _on_trajectory(self, arm, msg) -> None:
+        if msg.points:
+            order = {n: i for i, n in enumerate(msg.joint_names)}
+            try:
+                values = [msg.points[0].positions[order[n]] for n in arm.command_joint_names]
+            except (KeyError, IndexError):
+                self.get_logger().warning(f"trajectory for {arm.name} lacks joints {arm.command_joint_names}",
+                                       throttle_duration_sec=2.0)
+                return
+            self._apply_arm(arm, values)
+
+    # -- physics loop ---------------------------------------------------------------
+    def _publish_state(self, state, stamp, render: bool) -> None:
+        clock = Clock()
+        clock.clock = stamp
+        self.clock_pub.publish(clock)
+        for arm in self.config.arms:
+            js = JointState()
+            js.header.stamp = stamp
+            names = list(arm.joints.values())
+            positions = [float(state.joint_positions[i]) for i in arm.indices[:len(names)]]
+            if arm.gripper is not None:
+                finger = arm.gripper.finger_from_normalized(float(state.joint_positions[arm.indices[-1]]))
+                names.append(arm.gripper.state_name)
+                positions.append(finger)
+            js.name = names
+            js.position = positions
+            self.joint_pubs[arm.name].publish(js)
+        if render:
+            stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
+            for name, (mj_cam, pub) in self.camera_pubs.items():
+                pub.publish(rgb_to_image_msg(self.sim.render(mj_cam, *self.image_hw), stamp_ns, name))
+            pose = PoseStamped()
+            pose.header.stamp = stamp
+            pose.header.frame_id = "world"
+            p = state.object_pose
+            pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = map(float, p[:3])
+            pose.pose.orientation.w, pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z = map(float, p[3:7])
+            self.pose_pub.publish(pose)
+            self.reward_pub.publish(Float32(data=float(state.reward)))  # 0..4; 4 = task solved
+
+    def _wait_for_graph(self) -> None:
+        """Start the first episode once a controller commands the arms and a policy
+        publishes chunks (policy_node creates its publisher after loading its model),
+        or after `sim.wait_for_graph_s`."""
+        timeout = float(self.config.get("sim", "wait_for_graph_s", 60.0))
+        deadline = time.monotonic() + timeout
+        command_topics = [f"{a.command_namespace}/commands/position" for a in self.config.arms] + \
+                         [f"{a.command_namespace}/arm_controller/joint_trajectory" for a in self.config.arms]
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            commanded = any(self.count_publishers(t) > 0 for t in command_topics)
+            if commanded and self.count_publishers("action_chunk") > 0:
+                time.sleep(0.5)  # let discovery finish on both sides
+                return
+            time.sleep(0.1)
+        self.get_logger().warning(f"starting without a full graph after {timeout:.0f} s "
+                                  "(no executor commands or no policy publishing action_chunk)")
+
+    def _wait_for_commands(self, count: int) -> None:
+        with self._command_cv:
+            if not self._command_cv.wait_for(lambda: self._commands_received >= count or self._stop.is_set(),
+                                              timeout=self.lockstep_timeout_s):
+                self.lockstep_timeouts += 1
+
+    def _event(self, kind: int, episode_id: str, stamp, success: bool | None = None) -> None:
+        ev = EpisodeEvent()
+        ev.header.stamp = stamp
+        ev.event = kind
+        ev.episode_id = episode_id
+        ev.has_outcome = success is not None
+        ev.success = bool(success)
+        ev.score = 1.0 if success else (0.0 if success is not None else math.nan)
+        self.event_pub.publish(ev)
+
+    def _run(self) -> None:
+        try:
+            self._run_episodes()
+        except Exception as exc:  # noqa: BLE001 - a dead physics thread must not leave the graph frozen
+            self.get_logger().fatal(f"simulation failed: {exc!r}; shutting down")
+            self.results.append({"error": repr(exc)})
+            self._write_results()
+            rclpy.try_shutdown()
+
+    def _write_results(self) -> None:
+        if self.results_file:
+            import json
+            from pathlib import Path
+
+            Path(self.results_file).write_text(json.dumps(self.results, indent=2))
+
+    def _run_episodes(self) -> None:
+        sim_time_ns = 0
+        period_ns = 20_000_000
+        episode = 0
+        self._wait_for_graph()
+        while not self._stop.is_set() and (self.num_episodes <= 0 or episode < self.num_episodes):
+            seed = self.first_seed + episode
+            episode_id = f"{self.config.robot}_sim_seed{seed}"
+            state = self.sim.reset(seed)
+            with self._command_cv:
+                self._command = state.joint_positions.copy()
+            stamp = ns_to_stamp(sim_time_ns)
+            self._event(EpisodeEvent.START, episode_id, stamp)
+            wall_start = time.perf_counter()
+            start_ns = sim_time_ns
+            steps = int(round(self.episode_length_s / 0.02))
+            next_render_ns = sim_time_ns
+            self._publish_state(state, stamp, render=True)
+            next_render_ns += int(self.camera_period_s * 1e9)
+            for _ in range(steps):
+                if self._stop.is_set():
+                    return
+                with self._command_cv:
+                    command = self._command.copy()
+                state = self.sim.step(command)
+                sim_time_ns += period_ns
+                render = sim_time_ns >= next_render_ns
+                if render:
+                    next_render_ns += int(self.camera_period_s * 1e9)
+                with self._command_cv:
+                    seen = self._commands_received
+                self._publish_state(state, ns_to_stamp(sim_time_ns), render)
+                if self.lockstep:
+                    self._wait_for_commands(seen + len(self.config.arms))
+                # Pace: sim time may not run ahead of wall time * real_time_factor.
+                ahead_s = (sim_time_ns - start_ns) / 1e9 / self.rtf - (time.perf_counter() - wall_start)
+                if ahead_s > 0:
+                    time.sleep(ahead_s)
+            wall_s = time.perf_counter() - wall_start
+            result = {"episode_id": episode_id, "seed": seed, "success": bool(state.success),
+                      "max_reward": int(state.max_reward), "sim_s": self.episode_length_s, "wall_s": wall_s,
+                      "lockstep_timeouts": self.lockstep_timeouts}
+            self.lockstep_timeouts = 0
+            self.results.append(result)
+            self.get_logger().info(
+                f"episode {episode_id}: {'SUCCESS' if state.success else 'failure'} "
+                f"(max reward {result['max_reward']}/4), {self.episode_length_s:.1f} s sim in {wall_s:.1f} s wall")
+            self._event(EpisodeEvent.STOP, episode_id, ns_to_stamp(sim_time_ns), bool(state.success))
+            episode += 1
+        self._write_results()
+        self.get_logger().info(
+            f"done: {sum(r['success'] for r in self.results)}/{len(self.results)} episodes succeeded")
+        time.sleep(0.5)
+        rclpy.try_shutdown()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        self.sim.close()
 
 
 def make_sim_node(**node_options):
     """Build the node; node_options go to rclpy Node (context, parameter_overrides, ...)."""
-    import rclpy
-    from geometry_msgs.msg import PoseStamped
-    from rclpy.node import Node
-    from rosgraph_msgs.msg import Clock
-    from sensor_msgs.msg import JointState
-    from std_msgs.msg import Float32, Float64MultiArray
-    from trajectory_msgs.msg import JointTrajectory
-
-    from cosmos_policy_ros.nodes.messages import ns_to_stamp, rgb_to_image_msg
-    from cosmos_policy_ros.msg import EpisodeEvent
-    from cosmos_policy_ros.sim.aloha_sim import AlohaSim
-    from rcl_interfaces.msg import ParameterDescriptor
-
-    class SimNode(Node):
-        def __init__(self):
-            super().__init__("sim_node", **node_options)
-            self.config: RobotConfig = declare_config(self, {
-                "num_episodes": ("sim.num_episodes", 1, "episodes to run, then exit (0: forever)"),
-                "seed": ("sim.seed", 0, "seed of the first episode; episode k uses seed + k"),
-                "episode_length_s": ("sim.episode_length_s", 8.0, "sim seconds per episode"),
-            })
-            sim_cfg = self.config.section("sim")
-            self.num_episodes = int(sim_cfg.get("num_episodes", 1))
-            self.first_seed = int(sim_cfg.get("seed", 0))
-            self.episode_length_s = float(sim_cfg.get("episode_length_s", 8.0))
-            self.camera_period_s = 1.0 / float(sim_cfg.get("camera_rate_hz", 10.0))
-            self.image_hw = (int(sim_cfg.get("image_height", 480)), int(sim_cfg.get("image_width", 640)))
-            self.rtf = float(sim_cfg.get("real_time_factor", 1.0))
-            mujoco_cameras = dict(sim_cfg.get("mujoco_cameras", {}))
-            self.sim = AlohaSim(str(sim_cfg.get("task", "transfer_cube")))
-            if self.config.dof != self.sim.dof:
-                raise ValueError(f"{self.config.path}: the ALOHA sim drives 14 joints, config has {self.config.dof}")
-
-            self.clock_pub = self.create_publisher(Clock, "/clock", 10)
-            self.joint_pubs = {a.name: self.create_publisher(JointState, a.joint_state_topic, sensor_qos(5))
-                               for a in self.config.arms}
-            self.camera_pubs = {}
-            for cam in self.config.cameras:
-                if cam.name in mujoco_cameras:
-                    self.camera_pubs[cam.name] = (mujoco_cameras[cam.name],
-                                                  self.create_publisher(type(rgb_to_image_msg(np.zeros((1, 1, 3), np.uint8), 0)),
-                                                                        cam.topic, sensor_qos(2)))
-            self.pose_pub = self.create_publisher(PoseStamped, "sim/object_pose", reliable_qos(5))
-            self.event_pub = self.create_publisher(EpisodeEvent, "episode_events", reliable_qos(20))
-            self.reward_pub = self.create_publisher(Float32, "sim/reward", reliable_qos(5))
-
-            self._command_cv = threading.Condition()
-            self._command = None  # [14] normalized-gripper joint command
-            self._commands_received = 0
-            # Lockstep: after publishing a step's clock and state, wait (bounded) for every
-            # arm's command for that tick, so a loaded CPU slows the sim instead of the
-            # controller missing ticks. A real robot does not wait; set lockstep false to
-            # see the free-running behaviour.
-            self.lockstep = bool(sim_cfg.get("lockstep", True))
-            self.lockstep_timeout_s = float(sim_cfg.get("lockstep_timeout_s", 0.25))
-            self.lockstep_timeouts = 0
-            for arm in self.config.arms:
-                ns = arm.command_namespace
-                self.create_subscription(Float64MultiArray, f"{ns}/commands/position",
-                                         lambda m, a=arm: self._on_position(a, list(m.data)), reliable_qos(5))
-                self.create_subscription(JointTrajectory, f"{ns}/arm_controller/joint_trajectory",
-                                         lambda m, a=arm: self._on_trajectory(a, m), reliable_qos(5))
-            self.results: list[dict] = []
-            self.results_file = self.declare_parameter("results_file", "", ParameterDescriptor(
-                description="write the episodes' outcomes here as JSON when all are done")).value
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
-
-        # -- commands (executor -> sim) -----------------------------------------------
-        def _apply_arm(self, arm, values) -> None:
-            gripper_unit = str(self.config.get("output", "gripper_unit", "normalized"))
-            if len(values) != len(arm.indices):
-                self.get_logger().warning(f"{arm.command_namespace}: command with {len(values)} values, "
-                                       f"expected {len(arm.indices)}; ignored", throttle_duration_sec=2.0)
-                return
-            values = np.asarray(values, dtype=np.float64)
-            if not np.all(np.isfinite(values)):
-                self.get_logger().warning(f"{arm.command_namespace}: non-finite command ignored", throttle_duration_sec=2.0)
-                return
-            if arm.gripper is not None and gripper_unit != "normalized":
-                g = arm.gripper
-                raw = values[-1]
-                values[-1] = (g.normalize_finger(raw) if gripper_unit == "finger_m" else
-                              (raw - g.motor_closed_rad) / (g.motor_open_rad - g.motor_closed_rad))
-            with self._command_cv:
-                if self._command is None:
-                    self._command = self.sim.state().joint_positions.copy()
-                self._command[list(arm.indices)] = values
-                self._commands_received += 1
-                self._command_cv.notify_all()
-
-        def _on_position(self, arm, values) -> None:
-            self._apply_arm(arm, values)
-
-        def _on_trajectory(self, arm, msg) -> None:
-            if msg.points:
-                order = {n: i for i, n in enumerate(msg.joint_names)}
-                try:
-                    values = [msg.points[0].positions[order[n]] for n in arm.command_joint_names]
-                except (KeyError, IndexError):
-                    self.get_logger().warning(f"trajectory for {arm.name} lacks joints {arm.command_joint_names}",
-                                           throttle_duration_sec=2.0)
-                    return
-                self._apply_arm(arm, values)
-
-        # -- physics loop ---------------------------------------------------------------
-        def _publish_state(self, state, stamp, render: bool) -> None:
-            clock = Clock()
-            clock.clock = stamp
-            self.clock_pub.publish(clock)
-            for arm in self.config.arms:
-                js = JointState()
-                js.header.stamp = stamp
-                names = list(arm.joints.values())
-                positions = [float(state.joint_positions[i]) for i in arm.indices[:len(names)]]
-                if arm.gripper is not None:
-                    finger = arm.gripper.finger_from_normalized(float(state.joint_positions[arm.indices[-1]]))
-                    names.append(arm.gripper.state_name)
-                    positions.append(finger)
-                js.name = names
-                js.position = positions
-                self.joint_pubs[arm.name].publish(js)
-            if render:
-                stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
-                for name, (mj_cam, pub) in self.camera_pubs.items():
-                    pub.publish(rgb_to_image_msg(self.sim.render(mj_cam, *self.image_hw), stamp_ns, name))
-                pose = PoseStamped()
-                pose.header.stamp = stamp
-                pose.header.frame_id = "world"
-                p = state.object_pose
-                pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = map(float, p[:3])
-                pose.pose.orientation.w, pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z = map(float, p[3:7])
-                self.pose_pub.publish(pose)
-                self.reward_pub.publish(Float32(data=float(state.reward)))  # 0..4; 4 = task solved
-
-        def _wait_for_graph(self) -> None:
-            """Start the first episode once a controller commands the arms and a policy
-            publishes chunks (policy_node creates its publisher after loading its model),
-            or after `sim.wait_for_graph_s`."""
-            timeout = float(self.config.get("sim", "wait_for_graph_s", 60.0))
-            deadline = time.monotonic() + timeout
-            command_topics = [f"{a.command_namespace}/commands/position" for a in self.config.arms] + \
-                             [f"{a.command_namespace}/arm_controller/joint_trajectory" for a in self.config.arms]
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                commanded = any(self.count_publishers(t) > 0 for t in command_topics)
-                if commanded and self.count_publishers("action_chunk") > 0:
-                    time.sleep(0.5)  # let discovery finish on both sides
-                    return
-                time.sleep(0.1)
-            self.get_logger().warning(f"starting without a full graph after {timeout:.0f} s "
-                                      "(no executor commands or no policy publishing action_chunk)")
-
-        def _wait_for_commands(self, count: int) -> None:
-            with self._command_cv:
-                if not self._command_cv.wait_for(lambda: self._commands_received >= count or self._stop.is_set(),
-                                                  timeout=self.lockstep_timeout_s):
-                    self.lockstep_timeouts += 1
-
-        def _event(self, kind: int, episode_id: str, stamp, success: bool | None = None) -> None:
-            ev = EpisodeEvent()
-            ev.header.stamp = stamp
-            ev.event = kind
-            ev.episode_id = episode_id
-            ev.has_outcome = success is not None
-            ev.success = bool(success)
-            ev.score = 1.0 if success else (0.0 if success is not None else math.nan)
-            self.event_pub.publish(ev)
-
-        def _run(self) -> None:
-            try:
-                self._run_episodes()
-            except Exception as exc:  # noqa: BLE001 - a dead physics thread must not leave the graph frozen
-                self.get_logger().fatal(f"simulation failed: {exc!r}; shutting down")
-                self.results.append({"error": repr(exc)})
-                self._write_results()
-                rclpy.try_shutdown()
-
-        def _write_results(self) -> None:
-            if self.results_file:
-                import json
-                from pathlib import Path
-
-                Path(self.results_file).write_text(json.dumps(self.results, indent=2))
-
-        def _run_episodes(self) -> None:
-            sim_time_ns = 0
-            period_ns = 20_000_000
-            episode = 0
-            self._wait_for_graph()
-            while not self._stop.is_set() and (self.num_episodes <= 0 or episode < self.num_episodes):
-                seed = self.first_seed + episode
-                episode_id = f"{self.config.robot}_sim_seed{seed}"
-                state = self.sim.reset(seed)
-                with self._command_cv:
-                    self._command = state.joint_positions.copy()
-                stamp = ns_to_stamp(sim_time_ns)
-                self._event(EpisodeEvent.START, episode_id, stamp)
-                wall_start = time.perf_counter()
-                start_ns = sim_time_ns
-                steps = int(round(self.episode_length_s / 0.02))
-                next_render_ns = sim_time_ns
-                self._publish_state(state, stamp, render=True)
-                next_render_ns += int(self.camera_period_s * 1e9)
-                for _ in range(steps):
-                    if self._stop.is_set():
-                        return
-                    with self._command_cv:
-                        command = self._command.copy()
-                    state = self.sim.step(command)
-                    sim_time_ns += period_ns
-                    render = sim_time_ns >= next_render_ns
-                    if render:
-                        next_render_ns += int(self.camera_period_s * 1e9)
-                    with self._command_cv:
-                        seen = self._commands_received
-                    self._publish_state(state, ns_to_stamp(sim_time_ns), render)
-                    if self.lockstep:
-                        self._wait_for_commands(seen + len(self.config.arms))
-                    # Pace: sim time may not run ahead of wall time * real_time_factor.
-                    ahead_s = (sim_time_ns - start_ns) / 1e9 / self.rtf - (time.perf_counter() - wall_start)
-                    if ahead_s > 0:
-                        time.sleep(ahead_s)
-                wall_s = time.perf_counter() - wall_start
-                result = {"episode_id": episode_id, "seed": seed, "success": bool(state.success),
-                          "max_reward": int(state.max_reward), "sim_s": self.episode_length_s, "wall_s": wall_s,
-                          "lockstep_timeouts": self.lockstep_timeouts}
-                self.lockstep_timeouts = 0
-                self.results.append(result)
-                self.get_logger().info(
-                    f"episode {episode_id}: {'SUCCESS' if state.success else 'failure'} "
-                    f"(max reward {result['max_reward']}/4), {self.episode_length_s:.1f} s sim in {wall_s:.1f} s wall")
-                self._event(EpisodeEvent.STOP, episode_id, ns_to_stamp(sim_time_ns), bool(state.success))
-                episode += 1
-            self._write_results()
-            self.get_logger().info(
-                f"done: {sum(r['success'] for r in self.results)}/{len(self.results)} episodes succeeded")
-            time.sleep(0.5)
-            rclpy.try_shutdown()
-
-        def close(self) -> None:
-            self._stop.set()
-            self._thread.join(timeout=2.0)
-            self.sim.close()
-
-    return SimNode()
+    return SimNode(**node_options)
 
 
 def main(args=None):
