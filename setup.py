@@ -14,7 +14,7 @@ setup(
     packages=find_packages(include=["cosmos_policy_ros", "cosmos_policy_ros.*"]),
     package_data={"cosmos_policy_ros": ["checkpoints/**/*"]},
     include_package_data=True,
-    install_requires=["numpy", "pyyaml", "torch", "diffusers", "safetensors", "h5py", "rosbags", "tqdm"],
+    install_requires=["numpy", "pyyaml", "torch", "diffusers", "safetensors", "h5py", "rosbags", "mcap", "tqdm"],
     extras_require={
         "gpu": ["onnxruntime-gpu"],
         "cpu": ["onnxruntime"],

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cosmos_policy_ros.recording.recorder import EpisodeRecorder, build_typestore  # noqa: E402
+from cosmos_policy_ros.recording import EpisodeRecorder, build_typestore  # noqa: E402
 
 CAMERAS = ('cam_high', 'cam_left_wrist', 'cam_right_wrist')
 ARMS = ('left', 'right')

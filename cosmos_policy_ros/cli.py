@@ -122,7 +122,7 @@ def add_label_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_label(args: argparse.Namespace) -> int:
     """Set or correct recorded episodes' outcomes (outcome.yaml; earlier labels are kept)."""
-    from cosmos_policy_ros.recording.recorder import label_episode
+    from cosmos_policy_ros.recording import label_episode
 
     for bag in args.bags:
         try:
@@ -135,6 +135,30 @@ def run_label(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_recover_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bags", nargs="+", help="episode bag folders of a recorder that was killed")
+
+
+def run_recover(args: argparse.Namespace) -> int:
+    """Make killed recorders' bags readable (complete MCAP records kept, torn tail dropped)."""
+    from cosmos_policy_ros.recording import RecorderError, recover
+
+    status = 0
+    for bag in args.bags:
+        try:
+            result = recover(bag)
+        except (OSError, RecorderError) as exc:
+            print(f"[recover] {bag}: {exc}", file=sys.stderr)
+            status = 2
+            continue
+        if result.already_closed:
+            print(f"[recover] {bag}: already closed ({result.messages} messages), left untouched")
+        else:
+            print(f"[recover] {bag}: recovered {result.messages} messages, "
+                  f"{result.dropped_tail_bytes} torn bytes dropped")
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cosmos-policy-ros", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     label = sub.add_parser("label", help="set or correct the outcome of recorded episodes")
     add_label_arguments(label)
     label.set_defaults(run=run_label)
+    recover = sub.add_parser("recover", help="make the bags of a killed recorder readable")
+    add_recover_arguments(recover)
+    recover.set_defaults(run=run_recover)
     for name, (module, add, run, help_text) in TOOLS.items():
         tool = sub.add_parser(name, help=help_text)
         tool.set_defaults(module=module, add=add, run_name=run)

@@ -37,7 +37,7 @@ def test_tiny_cosmos_policy_runs_in_the_loop_and_records(tmp_path):
     executor_log = (logs / "chunk_executor_node.log").read_text()
     assert int(re.findall(r"chunks accepted (\d+)", executor_log)[-1]) >= 1
 
-    from cosmos_policy_ros.recording.recorder import read_bag_events, read_outcome
+    from cosmos_policy_ros.recording import read_bag_events, read_outcome
     (bag,) = [p for p in bags.iterdir() if p.is_dir()]
     outcome = read_outcome(bag)
     assert outcome is not None and outcome.success is False

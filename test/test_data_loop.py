@@ -12,7 +12,7 @@ pytest.importorskip("gym_aloha")
 
 from cosmos_policy_ros.cli import main  # noqa: E402
 from cosmos_policy_ros.control.policies import default_checkpoint  # noqa: E402
-from cosmos_policy_ros.recording.recorder import read_outcome  # noqa: E402
+from cosmos_policy_ros.recording import read_outcome  # noqa: E402
 from conftest import REPO  # noqa: E402
 
 

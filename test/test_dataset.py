@@ -20,7 +20,7 @@ from cosmos_policy_ros.learning.bags_to_dataset import (
     run_bags_to_dataset,
     value_targets,
 )
-from cosmos_policy_ros.recording.recorder import EpisodeOutcome, EpisodeRecorder, build_typestore, label_episode
+from cosmos_policy_ros.recording import EpisodeOutcome, EpisodeRecorder, build_typestore, label_episode
 
 REPO = Path(__file__).resolve().parent.parent
 ARM_NAMES = ['waist', 'shoulder', 'elbow', 'forearm_roll', 'wrist_angle', 'wrist_rotate', 'left_finger']

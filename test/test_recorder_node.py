@@ -10,7 +10,7 @@ from std_msgs.msg import Float64MultiArray  # noqa: E402
 
 from cosmos_policy_ros.nodes.launcher import Graph, ros_env  # noqa: E402
 from cosmos_policy_ros.msg import EpisodeEvent  # noqa: E402
-from cosmos_policy_ros.recording.recorder import is_bag_closed  # noqa: E402
+from cosmos_policy_ros.recording import is_bag_closed  # noqa: E402
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

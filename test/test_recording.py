@@ -16,7 +16,7 @@ import pytest
 import yaml
 from rosbags.rosbag2 import Reader
 
-from cosmos_policy_ros.recording.recorder import (
+from cosmos_policy_ros.recording import (
     EPISODE_EVENT_TYPE,
     EpisodeOutcome,
     EpisodeRecorder,
@@ -198,7 +198,7 @@ def test_full_queue_drops_are_counted_and_accepted_data_kept(tmp_path, typestore
 CHILD = textwrap.dedent('''
     import sys, time
     import numpy as np
-    from cosmos_policy_ros.recording.recorder import EpisodeRecorder, build_typestore, install_signal_handlers
+    from cosmos_policy_ros.recording import EpisodeRecorder, build_typestore, install_signal_handlers
     out, msg_dir = sys.argv[1], sys.argv[2]
     ts = build_typestore(msg_dir)
     recorder = EpisodeRecorder(out, typestore=ts)
@@ -314,6 +314,37 @@ def test_recover_torn_tail(tmp_path, typestore):
         counts.append(len(values))
         assert result.messages == len(values) + 1  # + the START event
     assert counts[0] == 40 and counts == sorted(counts, reverse=True) and counts[-1] < 40
+
+
+def test_recover_command_on_a_truncated_bag(tmp_path, typestore, capsys):
+    """`cosmos-policy-ros recover BAG` turns a cut file into a readable bag; a closed bag is left alone."""
+    from cosmos_policy_ros.cli import main
+
+    recorder = EpisodeRecorder(tmp_path / 'src', typestore=typestore, flush_max_messages=4)
+    bag = recorder.start_episode('ep')
+    F = typestore.types['std_msgs/msg/Float64MultiArray']
+    L = typestore.types['std_msgs/msg/MultiArrayLayout']
+    for i in range(20):
+        data = typestore.serialize_cdr(F(layout=L(dim=[], data_offset=0), data=np.full(3, float(i))),
+                                       'std_msgs/msg/Float64MultiArray')
+        recorder.write('executed_command', 'std_msgs/msg/Float64MultiArray', data, 10**9 + i)
+        time.sleep(0.002)
+    deadline = time.monotonic() + 10
+    while recorder.stats().written < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    raw = (bag / 'ep.mcap').read_bytes()
+    recorder.close()
+    torn = tmp_path / 'torn' / 'ep'
+    torn.mkdir(parents=True)
+    (torn / 'ep.mcap').write_bytes(raw[:len(raw) * 2 // 3])
+    assert main(['recover', str(torn)]) == 0
+    assert 'recovered' in capsys.readouterr().out
+    values = _executed_command_values(torn, typestore)
+    assert 0 < len(values) < 20 and values == list(range(len(values)))
+    assert main(['recover', str(torn)]) == 0
+    assert 'already closed' in capsys.readouterr().out
+    assert main(['recover', str(tmp_path / 'missing')]) == 2
+    assert 'not a directory' in capsys.readouterr().err
 
 
 def test_recording_resumes_after_a_disk_error_in_an_earlier_episode(tmp_path, typestore):

@@ -54,7 +54,7 @@ from rosbags.rosbag2 import Reader
 from tqdm import tqdm
 
 from cosmos_policy_ros.config import ConfigError, RobotConfig, load_config, parse_config
-from cosmos_policy_ros.recording.recorder import (
+from cosmos_policy_ros.recording import (
     EpisodeOutcome,
     build_typestore,
     is_bag_closed,
@@ -242,7 +242,7 @@ class _BagEpisode:
         if not is_bag_closed(bag):
             raise DatasetError(
                 f'{bag}: bag was not closed (recorder killed?); make it readable with '
-                f'cosmos_policy_ros.recording.recorder.recover({str(bag)!r})'
+                f'`cosmos-policy-ros recover {bag}`'
             )
         self.reader = Reader(bag)
         self.reader.open()

@@ -23,7 +23,7 @@ from cosmos_policy_ros.nodes.common import (
     sensor_qos,
 )
 from cosmos_policy_ros.nodes.messages import stamp_to_ns
-from cosmos_policy_ros.recording.recorder import (
+from cosmos_policy_ros.recording import (
     EpisodeOutcome,
     EpisodeRecorder,
     RecorderError,

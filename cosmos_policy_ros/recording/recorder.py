@@ -1,21 +1,10 @@
 """Episode recording to rosbag2 MCAP directories; plain Python, no ROS imports.
 
-Owns the recording side of the data loop:
-
-* the message typestore (Kilted standard types plus this package's ``msg/*.msg``),
-* :class:`EpisodeRecorder`: one rosbag2 directory per episode, fed with CDR bytes
-  exactly as they came off the wire (``rclpy`` subscriptions with ``raw=True``), behind a
-  bounded queue and a writer thread so the ROS callback thread never waits on the disk,
-* episode outcome labels (``outcome.yaml`` next to the bag, plus an ``EpisodeEvent`` in
-  the bag), correctable later with :func:`label_episode`,
-* :func:`recover`: makes the bag of a recorder that died without closing readable.
-
-Bag directory layout (``<output_dir>/<episode_id>/``)::
-
-    <episode_id>.mcap   rosbag2 MCAP storage (profile ros2, CDR messages)
-    metadata.yaml       rosbag2 metadata; written when the episode is closed
-    episode.yaml        episode id, start metadata, start time (written at start)
-    outcome.yaml        the label; the authority when it disagrees with the bag's events
+Owns :class:`EpisodeRecorder`: one rosbag2 directory per episode (layout in
+:mod:`cosmos_policy_ros.recording.bag`), fed with CDR bytes exactly as they came off the
+wire (``rclpy`` subscriptions with ``raw=True``), behind a bounded queue and a writer
+thread so the ROS callback thread never waits on the disk; and the signal handlers that
+close it.
 
 Kill safety: the writer thread ends an MCAP chunk and flushes it to the OS after every
 batch it drains (a batch is whatever is queued, capped at ``flush_max_messages`` /
@@ -23,7 +12,7 @@ batch it drains (a batch is whatever is queued, capped at ``flush_max_messages``
 taken off the queue, in complete chunks. SIGINT/SIGTERM handlers (see
 :func:`install_signal_handlers`) and an ``atexit`` hook stop the episode, which drains the
 queue and writes the MCAP summary and ``metadata.yaml``: nothing accepted is lost. After
-SIGKILL or power loss, :func:`recover` rebuilds a readable bag from the complete chunks.
+SIGKILL or power loss, :func:`cosmos_policy_ros.recording.recovery.recover` rebuilds a readable bag from the complete chunks.
 
 Why not rely on rosbags' writer alone: it keeps up to 1 MiB in an in-memory chunk and
 writes the MCAP summary, footer and ``metadata.yaml`` only in ``close()``; its reader
@@ -35,13 +24,9 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import math
 import os
 import re
-import shutil
 import signal
-import struct
-import tempfile
 import threading
 import time
 import weakref
@@ -53,184 +38,25 @@ from queue import Empty, SimpleQueue
 from typing import Any
 
 import yaml
-from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
-from rosbags.rosbag2.storage_mcap import get_qos
-from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
-__all__ = [
-    'EPISODE_EVENT_TYPE',
-    'EpisodeOutcome',
-    'EpisodeRecorder',
-    'RecorderError',
-    'RecorderStats',
-    'RecoveryResult',
-    'build_typestore',
-    'find_msg_dir',
-    'install_signal_handlers',
-    'is_bag_closed',
-    'label_episode',
-    'read_bag_events',
-    'read_episode_info',
-    'read_outcome',
-    'recover',
-]
+from cosmos_policy_ros.recording.bag import (
+    EPISODE_EVENT_TYPE,
+    EPISODE_FILE,
+    ROSBAG2_VERSION,
+    EpisodeOutcome,
+    RecorderError,
+    _atomic_write_text,
+    _write_outcome,
+    build_typestore,
+)
 
 log = logging.getLogger(__name__)
 
-PACKAGE_NAME = 'cosmos_policy_ros'
-EPISODE_EVENT_TYPE = f'{PACKAGE_NAME}/msg/EpisodeEvent'
 DEFAULT_EVENT_TOPIC = 'episode_events'
-OUTCOME_FILE = 'outcome.yaml'
-EPISODE_FILE = 'episode.yaml'
-ROSBAG2_VERSION = 9
-
-# Standard message types the robot graph records; all are in the Kilted typestore.
-STANDARD_TYPES = (
-    'sensor_msgs/msg/Image',
-    'sensor_msgs/msg/CompressedImage',
-    'sensor_msgs/msg/JointState',
-    'std_msgs/msg/Float64MultiArray',
-    'trajectory_msgs/msg/JointTrajectory',
-    'rosgraph_msgs/msg/Clock',
-)
-
-_MCAP_MAGIC = b'\x89MCAP0\r\n'
 _EPISODE_ID_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.\-]*$')
-
-
-class RecorderError(RuntimeError):
-    """Recording failed (bad episode id, disk error, bag not readable)."""
-
-
-# --------------------------------------------------------------------------- typestore
-
-
-def find_msg_dir(msg_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Directory holding this package's ``.msg`` files.
-
-    Looks, in order, at ``msg_dir`` (when given), every ``share/cosmos_policy_ros/msg`` on
-    ``AMENT_PREFIX_PATH`` (an installed package), and ``msg/`` next to the Python package
-    (a source checkout).
-    """
-    if msg_dir is not None:
-        path = Path(msg_dir)
-        if not any(path.glob('*.msg')):
-            raise RecorderError(f'msg_dir {str(path)!r} holds no .msg files')
-        return path
-    candidates = [
-        Path(prefix) / 'share' / PACKAGE_NAME / 'msg'
-        for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep)
-        if prefix
-    ]
-    candidates.append(Path(__file__).resolve().parents[2] / 'msg')
-    for path in candidates:
-        if any(path.glob('*.msg')):
-            return path
-    raise RecorderError(
-        f'no {PACKAGE_NAME} .msg files found; looked in: {", ".join(map(str, candidates))}; '
-        'pass msg_dir explicitly'
-    )
-
-
-def build_typestore(
-    msg_dir: str | os.PathLike[str] | None = None, store: Stores = Stores.ROS2_KILTED
-) -> Typestore:
-    """Typestore with the ROS 2 standard types of ``store`` and this package's messages
-    parsed at run time from ``msg_dir`` (see :func:`find_msg_dir`)."""
-    typestore = get_typestore(store)
-    missing = [name for name in STANDARD_TYPES if name not in typestore.fielddefs]
-    if missing:
-        raise RecorderError(f'typestore {store.name} lacks {missing}')
-    types: dict[str, Any] = {}
-    for path in sorted(find_msg_dir(msg_dir).glob('*.msg')):
-        types.update(get_types_from_msg(path.read_text(), f'{PACKAGE_NAME}/msg/{path.stem}'))
-    typestore.register(types)
-    return typestore
-
-
-# --------------------------------------------------------------------------- outcomes
-
-
-@dataclass(frozen=True)
-class EpisodeOutcome:
-    """An episode's label: success, an optional graded score in [0, 1], a free note."""
-
-    success: bool
-    score: float | None = None
-    note: str = ''
-
-    def __post_init__(self) -> None:
-        if self.score is not None and not (0.0 <= float(self.score) <= 1.0):
-            raise ValueError(f'outcome score must be in [0, 1], got {self.score}')
-
-    @property
-    def terminal_reward(self) -> float:
-        """Reward at the episode's last step: the score when given, else 1/0 for success."""
-        return float(self.score) if self.score is not None else float(self.success)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w', encoding='utf8') as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(Exception):
-            os.unlink(tmp)
-        raise
-
-
-def _write_outcome(bag_dir: Path, outcome: EpisodeOutcome, source: str) -> None:
-    path = bag_dir / OUTCOME_FILE
-    history: list[dict[str, Any]] = []
-    if path.exists():
-        previous = yaml.safe_load(path.read_text()) or {}
-        history = list(previous.pop('history', []) or [])
-        if previous:
-            history.append(previous)
-    record = {
-        'success': bool(outcome.success),
-        'score': None if outcome.score is None else float(outcome.score),
-        'note': outcome.note,
-        'labeled_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
-        'source': source,
-    }
-    if history:
-        record['history'] = history
-    _atomic_write_text(path, yaml.safe_dump(record, sort_keys=False))
-
-
-def read_outcome(bag_dir: str | os.PathLike[str]) -> EpisodeOutcome | None:
-    """The episode's current label from ``outcome.yaml``; None when unlabeled."""
-    path = Path(bag_dir) / OUTCOME_FILE
-    if not path.exists():
-        return None
-    data = yaml.safe_load(path.read_text()) or {}
-    return EpisodeOutcome(bool(data['success']), data.get('score'), data.get('note', '') or '')
-
-
-def label_episode(
-    bag_dir: str | os.PathLike[str], success: bool, score: float | None = None, note: str = ''
-) -> EpisodeOutcome:
-    """Set or correct an episode's outcome; earlier labels are kept under ``history``."""
-    bag_dir = Path(bag_dir)
-    if not (bag_dir / EPISODE_FILE).exists() and not any(bag_dir.glob('*.mcap')):
-        raise RecorderError(f'{bag_dir} is not an episode bag directory (no .mcap, no {EPISODE_FILE})')
-    outcome = EpisodeOutcome(bool(success), None if score is None else float(score), note)
-    _write_outcome(bag_dir, outcome, source='label_episode')
-    return outcome
-
-
-def read_episode_info(bag_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Contents of ``episode.yaml`` (episode_id, metadata, started_at_ns); {} when absent."""
-    path = Path(bag_dir) / EPISODE_FILE
-    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
 
 
 # --------------------------------------------------------------------------- recorder
@@ -661,201 +487,3 @@ def install_signal_handlers(
                 os.kill(os.getpid(), num)
 
         signal.signal(signum, handler)
-
-
-# --------------------------------------------------------------------------- recovery
-
-
-def _mcap_paths(bag_dir: Path) -> list[Path]:
-    paths = sorted(bag_dir.glob('*.mcap'))
-    if not paths:
-        raise RecorderError(f'{bag_dir} holds no .mcap file')
-    return paths
-
-
-def is_bag_closed(bag_dir: str | os.PathLike[str]) -> bool:
-    """True when the bag has ``metadata.yaml`` and every MCAP file ends with the footer magic."""
-    bag_dir = Path(bag_dir)
-    if not (bag_dir / 'metadata.yaml').exists():
-        return False
-    for path in _mcap_paths(bag_dir):
-        with path.open('rb') as handle:
-            if handle.seek(0, 2) < 2 * len(_MCAP_MAGIC):
-                return False
-            handle.seek(-len(_MCAP_MAGIC), 2)
-            if handle.read() != _MCAP_MAGIC:
-                return False
-    return True
-
-
-@dataclass(frozen=True)
-class RecoveryResult:
-    bag_dir: Path
-    already_closed: bool
-    messages: int
-    dropped_tail_bytes: int  # bytes after the last complete record (lost in the crash)
-
-
-def _read_u(fmt: str, buf: bytes, offset: int) -> tuple[Any, int]:
-    size = struct.calcsize(fmt)
-    return struct.unpack_from(fmt, buf, offset)[0], offset + size
-
-
-def _read_str(buf: bytes, offset: int) -> tuple[bytes, int]:
-    length, offset = _read_u('<I', buf, offset)
-    if offset + length > len(buf):
-        raise ValueError('truncated string')
-    return bytes(buf[offset:offset + length]), offset + length
-
-
-_Schemas = dict[int, tuple[str, str, str]]
-_Channels = dict[int, tuple[str, int, bytes]]
-
-
-def _scan_unclosed_mcap(path: Path) -> tuple[_Schemas, _Channels, list[tuple[int, int, bytes]], int]:
-    """Schemas, channels and messages from every complete record of an MCAP file.
-
-    Returns (schemas: id -> (name, encoding, data), channels: id -> (topic, schema_id,
-    metadata), messages: [(channel_id, log_time, data)], bytes after the last good record).
-    """
-    from rosbags.rosbag2.storage_mcap import DECOMPRESSORS
-
-    raw = path.read_bytes()
-    if not raw.startswith(_MCAP_MAGIC):
-        raise RecorderError(f'{path} is not an MCAP file')
-    schemas: _Schemas = {}
-    channels: _Channels = {}
-    messages: list[tuple[int, int, bytes]] = []
-
-    def parse_records(buf: bytes | memoryview, start: int, top_level: bool) -> int:
-        offset = start
-        while offset + 9 <= len(buf):
-            op = buf[offset]
-            (length,) = struct.unpack_from('<Q', buf, offset + 1)
-            body_start = offset + 9
-            if body_start + length > len(buf):
-                break
-            body = buf[body_start:body_start + length]
-            try:
-                if op == 0x03:
-                    (sid,) = struct.unpack_from('<H', body, 0)
-                    name, pos = _read_str(body, 2)
-                    enc, pos = _read_str(body, pos)
-                    data, pos = _read_str(body, pos)
-                    schemas[sid] = (name.decode(), enc.decode(), data.decode())
-                elif op == 0x04:
-                    cid, sid = struct.unpack_from('<HH', body, 0)
-                    topic, pos = _read_str(body, 4)
-                    _enc, pos = _read_str(body, pos)
-                    meta, pos = _read_str(body, pos)
-                    channels[cid] = (topic.decode(), sid, meta)
-                elif op == 0x05:
-                    cid, _seq, log_time, _pub = struct.unpack_from('<HIQQ', body, 0)
-                    messages.append((cid, log_time, bytes(body[22:])))
-                elif op == 0x06 and top_level:
-                    _t0, _t1, usize, _crc = struct.unpack_from('<QQQI', body, 0)
-                    compression, pos = _read_str(body, 28)
-                    (csize,) = struct.unpack_from('<Q', body, pos)
-                    pos += 8
-                    inner = DECOMPRESSORS[compression.decode()](bytes(body[pos:pos + csize]), usize)
-                    if parse_records(inner, 0, top_level=False) != len(inner):
-                        raise ValueError('chunk content truncated')
-                elif op == 0x02 and top_level:
-                    break  # footer: the file was closed after all
-            except Exception:  # noqa: BLE001 -- a damaged record ends what can be salvaged
-                break
-            offset = body_start + length
-        return offset
-
-    end = parse_records(raw, len(_MCAP_MAGIC), top_level=True)
-    return schemas, channels, messages, len(raw) - end
-
-
-def _register_from_msgdef(typestore: Typestore, msgtype: str, msgdef: str) -> None:
-    """Register ``msgtype`` (and its dependencies) from a rosbag2 concatenated msgdef."""
-    separator = '=' * 80
-    sections = msgdef.split(separator)
-    types = dict(get_types_from_msg(sections[0].strip('\n'), msgtype))
-    for section in sections[1:]:
-        lines = section.strip('\n').split('\n', 1)
-        name = lines[0].removeprefix('MSG:').strip()
-        if '/msg/' not in name:
-            name = name.replace('/', '/msg/', 1)
-        types.update(get_types_from_msg(lines[1] if len(lines) > 1 else '', name))
-    typestore.register({k: v for k, v in types.items() if k not in typestore.fielddefs})
-
-
-def recover(bag_dir: str | os.PathLike[str], typestore: Typestore | None = None) -> RecoveryResult:
-    """Make the bag of a recorder that died without closing (SIGKILL, power loss) readable.
-
-    Every message in a complete MCAP record is kept; a torn record at the end is dropped.
-    The bag is rewritten with an index/summary and ``metadata.yaml``; ``episode.yaml`` and
-    ``outcome.yaml`` are left as they are. A closed bag is left untouched.
-    """
-    bag_dir = Path(bag_dir)
-    if is_bag_closed(bag_dir):
-        with Reader(bag_dir) as reader:
-            return RecoveryResult(bag_dir, True, reader.message_count, 0)
-    paths = _mcap_paths(bag_dir)
-    if len(paths) != 1:
-        raise RecorderError(f'{bag_dir}: expected one .mcap file to recover, found {len(paths)}')
-    source = paths[0]
-    schemas, channels, messages, tail = _scan_unclosed_mcap(source)
-    typestore = typestore if typestore is not None else build_typestore()
-
-    info = read_episode_info(bag_dir)
-    staging_root = Path(tempfile.mkdtemp(prefix='.recover-', dir=bag_dir.parent))
-    try:
-        staging = staging_root / source.stem  # Writer names the file <dir name>.mcap
-        writer = Writer(staging, version=ROSBAG2_VERSION, storage_plugin=StoragePlugin.MCAP)
-        if info:
-            writer.set_custom_data('episode_id', str(info.get('episode_id', '')))
-            writer.set_custom_data('episode_metadata', json.dumps(info.get('metadata') or {}, sort_keys=True))
-        writer.set_custom_data('recovered', 'true')
-        writer.open()
-        connections = {}
-        for cid, (topic, sid, meta) in sorted(channels.items()):
-            msgtype, _encoding, msgdef = schemas[sid]
-            if msgtype not in typestore.fielddefs:
-                _register_from_msgdef(typestore, msgtype, msgdef)
-            connections[cid] = writer.add_connection(
-                topic, msgtype, typestore=typestore, offered_qos_profiles=get_qos(meta)
-            )
-        for cid, log_time, data in messages:
-            writer.write(connections[cid], log_time, data)
-        writer.close()
-        backup = source.with_suffix('.mcap.unclosed')
-        os.replace(source, backup)
-        os.replace(staging / f'{source.stem}.mcap', bag_dir / f'{source.stem}.mcap')
-        os.replace(staging / 'metadata.yaml', bag_dir / 'metadata.yaml')
-        with Reader(bag_dir) as reader:
-            if reader.message_count != len(messages):
-                raise RecorderError(f'recovered bag {bag_dir} reads {reader.message_count} of {len(messages)} messages')
-        backup.unlink()
-    finally:
-        shutil.rmtree(staging_root, ignore_errors=True)
-    log.info('recovered %s: %d messages, %d torn bytes dropped', bag_dir, len(messages), tail)
-    return RecoveryResult(bag_dir, False, len(messages), tail)
-
-
-def _nan_to_none(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else float(value)
-
-
-def read_bag_events(bag_dir: str | os.PathLike[str], typestore: Typestore | None = None) -> list[dict[str, Any]]:
-    """EpisodeEvent messages recorded in a bag, as dicts (event name, stamp, outcome)."""
-    typestore = typestore if typestore is not None else build_typestore()
-    names = {0: 'START', 1: 'STOP', 2: 'LABEL'}
-    events = []
-    with Reader(Path(bag_dir)) as reader:
-        conns = [c for c in reader.connections if c.msgtype == EPISODE_EVENT_TYPE]
-        for _conn, stamp_ns, data in reader.messages(connections=conns):
-            msg = typestore.deserialize_cdr(data, EPISODE_EVENT_TYPE)
-            events.append({
-                'event': names.get(msg.event, str(msg.event)),
-                'stamp_ns': stamp_ns,
-                'episode_id': msg.episode_id,
-                'outcome': EpisodeOutcome(msg.success, _nan_to_none(msg.score), msg.note) if msg.has_outcome else None,
-            })
-    return events
-
