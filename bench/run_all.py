@@ -226,7 +226,7 @@ def tick_loop(seconds: float, rate_hz: float = RATE_HZ) -> dict:
     from cosmos_policy_ros.types import ActionChunk
 
     config = load_config("aloha")
-    executor = ChunkExecutor.from_config(config.raw, source=str(config.path))
+    executor = ChunkExecutor.from_config(config)
     period = 1.0 / rate_hz
     measured = np.full(config.dof, 0.5)
     ticks = int(seconds * rate_hz)

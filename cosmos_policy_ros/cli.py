@@ -59,11 +59,11 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.planning:
         policy_params["planning"] = True
     sim_params = dict(common, num_episodes=args.episodes, seed=args.seed, results_file=str(results_file.resolve()))
-    episode_s = args.episode_length or float(config.get("sim", "episode_length_s", 8.0))
+    episode_s = args.episode_length or config.sim.episode_length_s
     sim_params["episode_length_s"] = episode_s
     timeout = args.timeout or (60.0 + args.episodes * episode_s * 8.0)
 
-    print(f"[demo] robot config {config.path}; policy {args.policy or config.get('policy', 'type')}; "
+    print(f"[demo] robot config {config.path}; policy {args.policy or config.policy.type}; "
           f"{args.episodes} episode(s) of {episode_s:g} s sim; logs in {out}/", flush=True)
     started = time.perf_counter()
     with Graph(ros_env(), out / "logs") as graph:

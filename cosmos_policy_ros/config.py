@@ -1,15 +1,22 @@
 """The robot configuration file (config/<robot>.yaml): loading and validation.
 
-Every node, the launch file and the CLI read the same YAML. Errors name the file, the
-field and what was expected, at start-up; nothing here guesses a missing value that must
-match the hardware.
+Every node, the launch file and the CLI read the same YAML. Each section is a frozen
+dataclass below (``PolicySettings``, ``PlanningSettings``, ...) holding every key's type,
+default and check in one place; one generic validator (:func:`parse_section`) turns a YAML
+mapping into it. An unknown or misspelled key is an error naming the file, the key and the
+closest valid key. Errors name the file, the field and what was expected, at start-up;
+nothing here guesses a missing value that must match the hardware.
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import os
-from dataclasses import dataclass
+import types
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -42,6 +49,274 @@ def resolve_config_path(path: str | os.PathLike) -> Path:
     if named.exists():
         return named
     raise ConfigError(f"config file {str(path)!r} not found (also looked for {named})")
+
+
+# ------------------------------------------------------------------------ graph topics
+# Relative names of the topics the package's own nodes exchange (remap them, never edit).
+ACTION_CHUNK_TOPIC = "action_chunk"          # policy_node -> chunk_executor_node (ActionChunk)
+EXECUTED_COMMAND_TOPIC = "executed_command"  # chunk_executor_node: the command sent each tick
+EPISODE_EVENTS_TOPIC = "episode_events"      # EpisodeEvent: START / STOP / LABEL
+SIM_OBJECT_POSE_TOPIC = "sim/object_pose"    # sim_node: privileged object pose (scripted expert)
+SIM_REWARD_TOPIC = "sim/reward"              # sim_node: the task's reward
+
+
+# ------------------------------------------------------------------------ validation
+def _check(check, expected: str) -> dict[str, Any]:
+    """Field metadata: a predicate on the (typed) value and what it expects, for errors."""
+    return {"check": check, "expected": expected}
+
+
+def setting(default: Any, check=None, expected: str = "", mutable: bool = False):
+    """A settings field: its default, and optionally a predicate with its description."""
+    meta = _check(check, expected) if check is not None else {}
+    if mutable:
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    if origin is dict:
+        return f"a mapping to {_type_name(typing.get_args(hint)[1])}"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string",
+            type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """``value`` as type ``hint`` (bool, int, float, str, Literal, tuple[X, ...],
+    dict[str, X], unions with None); ConfigError naming ``where`` otherwise."""
+    origin = typing.get_origin(hint)
+    bad = ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _coerce(value, option, where)
+            except ConfigError:
+                continue
+        raise bad
+    if origin is Literal:
+        if value in typing.get_args(hint):
+            return value
+        raise bad
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        item = typing.get_args(hint)[0]
+        return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        key_t, item = typing.get_args(hint)
+        return {_coerce(k, key_t, where): _coerce(v, item, f"{where}.{k}") for k, v in value.items()}
+    if hint is type(None):
+        if value is None:
+            return None
+        raise bad
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if isinstance(value, bool):
+        raise bad  # YAML true/false is never a number or a string here
+    if hint is int:
+        if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+            return int(value)
+        raise bad
+    if hint is float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        raise bad
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    raise TypeError(f"{where}: settings type {hint!r} is not supported by the validator")
+
+
+def check_keys(mapping: dict[str, Any], allowed, where: str) -> None:
+    """ConfigError for the first key not in ``allowed``, with the closest valid key."""
+    allowed = list(allowed)
+    for key in mapping:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{where}: unknown key {key!r}{hint} (valid keys: {', '.join(allowed)})")
+
+
+S = typing.TypeVar("S")
+
+
+def parse_section(cls: type[S], mapping: Any, where: str) -> S:
+    """A settings dataclass from a YAML mapping: unknown keys refused (with the closest valid
+    key), each value checked against its field's type and predicate, defaults for the rest."""
+    if mapping is None:
+        mapping = {}
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(mapping).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    check_keys(mapping, fields, where)
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in mapping.items():
+        at = f"{where}.{key}"
+        typed = _coerce(value, hints[key], at)
+        check = fields[key].metadata.get("check")
+        if check is not None and not check(typed):
+            raise ConfigError(f"{at}: expected {fields[key].metadata['expected']}, got {value!r}")
+        values[key] = typed
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _positive(v) -> bool:
+    return v > 0
+
+
+def _non_negative(v) -> bool:
+    return v >= 0
+
+
+# -------------------------------------------------------------------------- sections
+@dataclass(frozen=True)
+class ObservationSettings:
+    """``observation:`` how far apart the messages of one observation may be."""
+
+    max_skew_s: float = setting(0.1, _positive, "seconds > 0")  # newest minus oldest message
+    max_age_s: float = setting(0.5, _positive, "seconds > 0")  # now minus oldest message
+
+
+@dataclass(frozen=True)
+class LimitsSettings:
+    """``limits:`` per joint (joint_names order), or one number for every joint; checked
+    against the joints by ``control.safety.JointLimits``."""
+
+    lower: tuple[float, ...] | float
+    upper: tuple[float, ...] | float
+    max_step_per_tick: tuple[float, ...] | float
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """``execution:`` how the chunk executor switches, blends and refuses chunks."""
+
+    blend_ticks: int = setting(5, _non_negative, "an integer >= 0")
+    # Refuse chunks computed from older observations (must exceed planning.deadline_s).
+    max_chunk_age_s: float = setting(6.0, _positive, "seconds > 0")
+    max_future_s: float = setting(0.05, _non_negative, "seconds >= 0")
+    start_enabled: bool = True
+    keep_command_on_resync: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """``output:`` how commands reach the arm controllers."""
+
+    adapter: Literal["position", "trajectory", "interbotix"] = "position"
+    gripper_unit: Literal["normalized", "finger_m", "motor_rad"] = "normalized"
+
+
+POLICY_TYPES = ("scripted_transfer_cube", "replay", "cosmos")
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """``policy:`` which policy the policy node runs and when it asks for the next chunk."""
+
+    type: Literal["scripted_transfer_cube", "replay", "cosmos"] = "scripted_transfer_cube"
+    checkpoint: str = ""  # cosmos: checkpoint folder ("" = the shipped default)
+    backend: Literal["torch", "onnx"] = "torch"
+    decode_future_images: bool = False
+    replay_episode: str = ""
+    task: str = ""
+    seed: int = 0
+    horizon: int = setting(50, _positive, "an integer >= 1")  # steps per chunk, non-model policies
+    trigger: Literal["overlapped", "blocking", "adaptive"] = "adaptive"
+    trigger_margin_s: float = setting(0.1, _non_negative, "seconds >= 0")
+
+
+PLANNING_AGGREGATIONS = ("majority_mean", "mean", "lcb", "success_vote")
+# The official ensemble threshold: a value prediction above it counts as "predicts success".
+DEFAULT_SUCCESS_THRESHOLD = 0.05
+
+
+def _num_steps_ok(steps: dict[str, int]) -> bool:
+    return all(k in ("world_model", "value") and v >= 1 for k, v in steps.items())
+
+
+@dataclass(frozen=True)
+class PlanningSettings:
+    """``planning:`` best-of-N planning (see config/aloha.yaml for the meaning of each key)."""
+
+    enabled: bool = False
+    num_candidates: int = setting(8, _positive, "an integer >= 1")
+    deadline_s: float = setting(5.0, _positive, "seconds > 0")
+    request_topic: str = setting("planner/request", bool, "a topic name")
+    result_topic: str = setting("planner/result", bool, "a topic name")
+    decision_topic: str = setting("planning/decision", bool, "a topic name")
+    imagination_topic: str = setting("planner/imagination", bool, "a topic prefix")
+    publish_imagination: bool = True
+    checkpoint: str = ""
+    num_future_samples: int = setting(3, _positive, "an integer >= 1")
+    num_value_samples: int = setting(5, _positive, "an integer >= 1")
+    aggregation: Literal["majority_mean", "mean", "lcb", "success_vote"] = "majority_mean"
+    success_threshold: float = setting(DEFAULT_SUCCESS_THRESHOLD, lambda v: 0 <= v < 1, "a value in [0, 1)")
+    search_depth: int = setting(1, lambda v: v == 1, "1 (depth > 1 search is not implemented yet)")
+    num_steps: dict[str, int] = setting({}, _num_steps_ok, "a mapping with world_model / value step counts "
+                                        ">= 1 (empty: the checkpoint's)", mutable=True)
+    max_batch_size: int = setting(0, _non_negative, "an integer >= 0 (0: no limit)")
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, config: "RobotConfig") -> "PlanningSettings":
+        return config.planning
+
+    def checkpoint_path(self) -> Path:
+        from cosmos_policy_ros.model.checkpoint import shipped_checkpoint
+
+        return Path(self.checkpoint) if self.checkpoint else shipped_checkpoint("tiny_cosmos_planning")
+
+
+@dataclass(frozen=True)
+class SimSettings:
+    """``sim:`` the MuJoCo ALOHA simulation behind the robot's topics (sim_node)."""
+
+    task: Literal["transfer_cube", "insertion"] = "transfer_cube"
+    num_episodes: int = setting(1, _non_negative, "an integer >= 0 (0: forever)")
+    seed: int = 0  # seed of the first episode; episode k uses seed + k
+    camera_rate_hz: float = setting(5.0, _positive, "a rate in Hz > 0")
+    image_height: int = setting(240, _positive, "pixels > 0")
+    image_width: int = setting(320, _positive, "pixels > 0")
+    real_time_factor: float = setting(1.0, _positive, "a factor > 0")
+    episode_length_s: float = setting(8.0, _positive, "seconds > 0")
+    mujoco_cameras: dict[str, str] = setting({}, mutable=True)  # robot camera name -> MuJoCo camera
+    lockstep: bool = True
+    lockstep_timeout_s: float = setting(0.25, _positive, "seconds > 0")
+    wait_for_graph_s: float = setting(60.0, _positive, "seconds > 0")
+
+
+@dataclass(frozen=True)
+class RecordingSettings:
+    """``recording:`` where recorder_node writes episode bags."""
+
+    output_dir: str = setting("rollouts", bool, "a folder")
+
+
+TOP_LEVEL_KEYS = ("robot", "control_rate_hz", "joint_names", "arms", "cameras", "camera_transport",
+                  "observation", "limits", "execution", "output", "policy", "planning", "sim", "recording",
+                  "action_topic")
+ARM_KEYS = ("joint_state_topic", "command_namespace", "joints", "gripper")
+GRIPPER_KEYS = ("joint", "state_name", "finger_closed_m", "finger_open_m", "motor_closed_rad", "motor_open_rad")
+CAMERA_KEYS = ("topic", "required")
 
 
 @dataclass(frozen=True)
@@ -90,8 +365,7 @@ class CameraConfig:
 
 @dataclass(frozen=True)
 class RobotConfig:
-    """Typed view of the robot YAML; `raw` keeps the whole mapping for sections that
-    other modules validate themselves (limits, execution, policy, planning, sim)."""
+    """Typed view of the whole robot YAML; `raw` is the mapping it was parsed from."""
 
     path: Path
     robot: str
@@ -100,8 +374,15 @@ class RobotConfig:
     arms: tuple[ArmConfig, ...]
     cameras: tuple[CameraConfig, ...]
     camera_transport: str
-    max_skew_s: float
-    max_age_s: float
+    observation: ObservationSettings
+    limits: LimitsSettings
+    execution: ExecutionSettings
+    output: OutputSettings
+    policy: PolicySettings
+    planning: PlanningSettings
+    sim: SimSettings
+    recording: RecordingSettings
+    action_topic: str
     raw: dict[str, Any]
 
     @property
@@ -112,14 +393,13 @@ class RobotConfig:
     def control_period_s(self) -> float:
         return 1.0 / self.control_rate_hz
 
-    def section(self, name: str) -> dict[str, Any]:
-        value = self.raw.get(name) or {}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{self.path}: {name}: expected a mapping, got {type(value).__name__}")
-        return value
+    @property
+    def max_skew_s(self) -> float:
+        return self.observation.max_skew_s
 
-    def get(self, section: str, key: str, default: Any = None) -> Any:
-        return self.section(section).get(key, default)
+    @property
+    def max_age_s(self) -> float:
+        return self.observation.max_age_s
 
 
 def _require(mapping: dict, key: str, where: str, kind: type | tuple[type, ...], what: str):
@@ -152,6 +432,7 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
 
 def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> RobotConfig:
     where = str(path)
+    check_keys(raw, TOP_LEVEL_KEYS, where)
     joint_names = _require(raw, "joint_names", where, list, "a list of joint names")
     joint_names = tuple(str(n) for n in joint_names)
     if len(set(joint_names)) != len(joint_names):
@@ -167,11 +448,15 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> RobotCon
         at = f"{where}.arms.{arm_name}"
         if not isinstance(arm, dict):
             raise ConfigError(f"{at}: expected a mapping")
+        check_keys(arm, ARM_KEYS, at)
         joints = _require(arm, "joints", at, dict, "a mapping joint_names entry -> JointState name")
         gripper = None
         if arm.get("gripper"):
             g = arm["gripper"]
             gw = f"{at}.gripper"
+            if not isinstance(g, dict):
+                raise ConfigError(f"{gw}: expected a mapping with {list(GRIPPER_KEYS)}")
+            check_keys(g, GRIPPER_KEYS, gw)
             gripper = GripperConfig(
                 joint=str(_require(g, "joint", gw, str, "a joint_names entry")),
                 state_name=str(_require(g, "state_name", gw, str, "the JointState name of the finger")),
@@ -210,23 +495,34 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> RobotCon
         cw = f"{where}.cameras.{cam_name}"
         if not isinstance(cam, dict):
             raise ConfigError(f"{cw}: expected a mapping with 'topic'")
+        check_keys(cam, CAMERA_KEYS, cw)
         cameras.append(CameraConfig(str(cam_name), str(_require(cam, "topic", cw, str, "a topic name")),
                                     bool(cam.get("required", True))))
     transport = str(raw.get("camera_transport", "raw"))
     if transport not in ("raw", "compressed"):
         raise ConfigError(f"{where}.camera_transport: expected 'raw' or 'compressed', got {transport!r}")
-    obs = raw.get("observation") or {}
-    max_skew = float(obs.get("max_skew_s", 0.1))
-    max_age = float(obs.get("max_age_s", 0.5))
-    if max_skew <= 0 or max_age <= 0:
-        raise ConfigError(f"{where}.observation: max_skew_s and max_age_s must be > 0")
-    limits = raw.get("limits")
-    if not isinstance(limits, dict):
+    planning = parse_section(PlanningSettings, raw.get("planning"), f"{where}: planning")
+    execution = parse_section(ExecutionSettings, raw.get("execution"), f"{where}: execution")
+    if planning.enabled and planning.deadline_s >= execution.max_chunk_age_s:
+        raise ConfigError(
+            f"{where}: planning.deadline_s ({planning.deadline_s:g} s) must be below "
+            f"execution.max_chunk_age_s ({execution.max_chunk_age_s:g} s): a chunk that waited that long "
+            "for the planner would be refused by the executor as stale")
+    if not isinstance(raw.get("limits"), dict):
         raise ConfigError(f"{where}: missing section 'limits' (lower, upper, max_step_per_tick per joint)")
     return RobotConfig(
         path=Path(path), robot=str(raw.get("robot", Path(str(path)).stem)), control_rate_hz=rate,
         joint_names=joint_names, arms=tuple(arms), cameras=tuple(cameras), camera_transport=transport,
-        max_skew_s=max_skew, max_age_s=max_age, raw=raw,
+        observation=parse_section(ObservationSettings, raw.get("observation"), f"{where}: observation"),
+        limits=parse_section(LimitsSettings, raw["limits"], f"{where}: limits"),
+        execution=execution,
+        output=parse_section(OutputSettings, raw.get("output"), f"{where}: output"),
+        policy=parse_section(PolicySettings, raw.get("policy"), f"{where}: policy"),
+        planning=planning,
+        sim=parse_section(SimSettings, raw.get("sim"), f"{where}: sim"),
+        recording=parse_section(RecordingSettings, raw.get("recording"), f"{where}: recording"),
+        action_topic=_coerce(raw.get("action_topic", EXECUTED_COMMAND_TOPIC), str, f"{where}: action_topic"),
+        raw=raw,
     )
 
 

@@ -56,7 +56,7 @@ def test_bad_config_names_the_field(mutate, message):
 
 def test_overrides_and_missing_file(tmp_path):
     cfg = load_config("aloha", {"policy.type": "cosmos"})
-    assert cfg.get("policy", "type") == "cosmos"
+    assert cfg.policy.type == "cosmos"
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
 
@@ -67,3 +67,54 @@ def test_arm_command_order_follows_joint_names_not_yaml_order():
     cfg = parse_config(raw, "reordered.yaml")
     assert cfg.arms[0].indices == tuple(range(7))
     assert cfg.arms[0].command_joint_names[:3] == ["waist", "shoulder", "elbow"]
+
+
+# One misspelled key per section: refused, naming the file, the key and the closest valid key.
+@pytest.mark.parametrize("where, typo, suggestion", [
+    ((), "control_rate", "control_rate_hz"),
+    (("observation",), "max_skew", "max_skew_s"),
+    (("limits",), "max_step", "max_step_per_tick"),
+    (("execution",), "blend_tick", "blend_ticks"),
+    (("output",), "adaptor", "adapter"),
+    (("policy",), "trigger_margn_s", "trigger_margin_s"),
+    (("planning",), "num_candidate", "num_candidates"),
+    (("sim",), "episode_length", "episode_length_s"),
+    (("recording",), "output_folder", "output_dir"),
+    (("arms", "left"), "joint_state_topics", "joint_state_topic"),
+    (("arms", "left", "gripper"), "finger_open", "finger_open_m"),
+    (("cameras", "cam_high"), "requierd", "required"),
+])
+def test_misspelled_key_is_refused_with_the_closest_valid_key(where, typo, suggestion):
+    raw = copy.deepcopy(_raw())
+    section = raw
+    for key in where:
+        section = section.setdefault(key, {})
+    section[typo] = section.get(suggestion, 1)
+    with pytest.raises(ConfigError, match=f"aloha.yaml.*unknown key '{typo}'; did you mean '{suggestion}'"):
+        parse_config(raw, "aloha.yaml")
+
+
+@pytest.mark.parametrize("section, key, value, expected", [
+    ("policy", "trigger", "sometimes", "one of 'overlapped', 'blocking', 'adaptive'"),
+    ("policy", "seed", "zero", "an integer"),
+    ("execution", "blend_ticks", -1, "an integer >= 0"),
+    ("planning", "enabled", "yes", "true/false"),
+    ("sim", "mujoco_cameras", ["top"], "a mapping"),
+])
+def test_wrongly_typed_value_names_field_and_expectation(section, key, value, expected):
+    raw = copy.deepcopy(_raw())
+    raw[section][key] = value
+    with pytest.raises(ConfigError, match=f"aloha.yaml: {section}.{key}: expected {expected}"):
+        parse_config(raw, "aloha.yaml")
+
+
+def test_defaults_come_from_the_settings_and_every_shipped_yaml_parses():
+    from cosmos_policy_ros.config import ExecutionSettings, PolicySettings
+
+    raw = copy.deepcopy(_raw())
+    raw.pop("execution")
+    raw["policy"] = {}
+    cfg = parse_config(raw, "aloha.yaml")
+    assert cfg.execution == ExecutionSettings() and cfg.policy == PolicySettings()
+    for path in sorted((REPO / "config").glob("*.yaml")):
+        load_config(path)

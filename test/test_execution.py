@@ -209,17 +209,23 @@ def test_estop_holds_drops_chunks_and_reenable_starts_from_measured():
 
 
 def test_from_config_reads_limits_and_execution_sections():
-    config = {
-        "joint_names": list(JOINTS),
+    from cosmos_policy_ros.config import ConfigError, parse_config
+
+    raw = {
+        "joint_names": list(JOINTS), "control_rate_hz": 50.0,
+        "arms": {"arm": {"joint_state_topic": "joint_states", "joints": {"left_waist": "waist"},
+                         "gripper": {"joint": "left_gripper", "state_name": "finger",
+                                     "finger_closed_m": 0.0, "finger_open_m": 0.05}}},
+        "cameras": {"cam": {"topic": "image"}},
         "limits": {"lower": [-1, 0], "upper": [1, 1], "max_step_per_tick": [0.05, 0.1]},
         "execution": {"blend_ticks": 3, "max_chunk_age_s": 1.5},
     }
-    executor = ChunkExecutor.from_config(config, source="config/test.yaml")
+    executor = ChunkExecutor.from_config(parse_config(raw, "config/test.yaml"))
     assert executor.blend_ticks == 3 and executor.max_chunk_age_ns == 1_500_000_000
-    with pytest.raises(ValueError, match="config/test.yaml: execution has unknown keys"):
-        ChunkExecutor.from_config({**config, "execution": {"blend": 3}}, source="config/test.yaml")
+    with pytest.raises(ConfigError, match="config/test.yaml: execution: unknown key 'blend'; did you mean 'blend_ticks'"):
+        parse_config({**raw, "execution": {"blend": 3}}, "config/test.yaml")
     with pytest.raises(ValueError, match="config/test.yaml: limits.upper"):
-        ChunkExecutor.from_config({**config, "limits": {**config["limits"], "upper": [1]}}, source="config/test.yaml")
+        ChunkExecutor.from_config(parse_config({**raw, "limits": {**raw["limits"], "upper": [1]}}, "config/test.yaml"))
 
 
 def test_stats_has_every_counter_from_the_start():

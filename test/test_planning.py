@@ -183,7 +183,7 @@ def test_settings_defaults_and_errors(tmp_path):
     assert (s.num_candidates, s.num_future_samples, s.num_value_samples, s.aggregation) == (8, 3, 5, "majority_mean")
     assert s.checkpoint_path().name == "tiny_cosmos_planning"
     for bad, field in (({"aggregation": "median"}, "planning.aggregation"), ({"search_depth": 3}, "planning.search_depth"),
-                       ({"deadline_s": 0}, "planning.deadline_s"), ({"num_candidate": 4}, "unknown keys"),
+                       ({"deadline_s": 0}, "planning.deadline_s"), ({"num_candidate": 4}, "unknown key 'num_candidate'; did you mean 'num_candidates'"),
                        ({"num_steps": {"policy": 3}}, "planning.num_steps")):
         with pytest.raises(ConfigError, match=field):
             PlanningSettings.from_config(_config_with(tmp_path, **bad))

@@ -18,12 +18,14 @@ re-based to start at step 0 on the tick it takes over.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
+from cosmos_policy_ros.config import ExecutionSettings, RobotConfig
 from cosmos_policy_ros.control.safety import JointLimits, SafetyFilter, SafetyFlags
 from cosmos_policy_ros.types import ActionChunk
 
@@ -143,11 +145,11 @@ class ChunkExecutor:
         self,
         joint_names: Sequence[str],
         safety: SafetyFilter,
-        blend_ticks: int = 5,
-        max_chunk_age_s: float = 2.0,
-        max_future_s: float = 0.05,
-        start_enabled: bool = True,
-        keep_command_on_resync: Sequence[str] = (),
+        blend_ticks: int = ExecutionSettings.blend_ticks,
+        max_chunk_age_s: float = ExecutionSettings.max_chunk_age_s,
+        max_future_s: float = ExecutionSettings.max_future_s,
+        start_enabled: bool = ExecutionSettings.start_enabled,
+        keep_command_on_resync: Sequence[str] = ExecutionSettings.keep_command_on_resync,
     ) -> None:
         self.joint_names = tuple(joint_names)
         if safety.limits.joint_names != self.joint_names:
@@ -183,20 +185,15 @@ class ChunkExecutor:
         self._stats.update({f"rejected_{r}": 0 for r in REJECT_REASONS})
 
     @classmethod
-    def from_config(cls, config: Mapping[str, object], source: str = "config") -> "ChunkExecutor":
-        """Build from a robot config: top-level ``joint_names``, ``limits`` (see
-        ``JointLimits.from_config``) and optional ``execution: {blend_ticks, max_chunk_age_s,
-        max_future_s, start_enabled, keep_command_on_resync}``."""
-        if "joint_names" not in config or "limits" not in config:
-            raise ValueError(f"{source}: expected keys 'joint_names' and 'limits'")
-        joint_names = [str(n) for n in config["joint_names"]]  # type: ignore[union-attr]
-        limits = JointLimits.from_config(config["limits"], joint_names, f"{source}: limits")  # type: ignore[arg-type]
-        execution = dict(config.get("execution") or {})  # type: ignore[call-overload]
-        unknown = set(execution) - {"blend_ticks", "max_chunk_age_s", "max_future_s", "start_enabled",
-                                    "keep_command_on_resync"}
-        if unknown:
-            raise ValueError(f"{source}: execution has unknown keys {sorted(unknown)}")
-        return cls(joint_names, SafetyFilter(limits), **execution)
+    def from_config(cls, config: RobotConfig) -> "ChunkExecutor":
+        """Build from a robot config: its ``joint_names``, ``limits`` (see
+        ``JointLimits.from_config``) and ``execution`` settings."""
+        limits = JointLimits.from_config(dataclasses.asdict(config.limits), config.joint_names,
+                                         f"{config.path}: limits")
+        settings = config.execution
+        return cls(config.joint_names, SafetyFilter(limits), blend_ticks=settings.blend_ticks,
+                   max_chunk_age_s=settings.max_chunk_age_s, max_future_s=settings.max_future_s,
+                   start_enabled=settings.start_enabled, keep_command_on_resync=settings.keep_command_on_resync)
 
     # ------------------------------------------------------------------ state
     @property

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cosmos_policy_ros.config import ArmConfig, ConfigError, RobotConfig
+from cosmos_policy_ros.config import ArmConfig, RobotConfig
 
 ADAPTERS = ("position", "trajectory", "interbotix")
 GRIPPER_UNITS = ("normalized", "finger_m", "motor_rad")
@@ -31,12 +31,7 @@ class ArmCommand:
 
 
 def adapter_settings(config: RobotConfig) -> tuple[str, str]:
-    adapter = str(config.get("output", "adapter", "position"))
-    unit = str(config.get("output", "gripper_unit", "normalized"))
-    if adapter not in ADAPTERS:
-        raise ConfigError(f"{config.path}: output.adapter: expected one of {ADAPTERS}, got {adapter!r}")
-    if unit not in GRIPPER_UNITS:
-        raise ConfigError(f"{config.path}: output.gripper_unit: expected one of {GRIPPER_UNITS}, got {unit!r}")
+    adapter, unit = config.output.adapter, config.output.gripper_unit
     if adapter == "interbotix":
         unit = "motor_rad"  # JointSingleCommand drives the gripper motor position
     return adapter, unit

@@ -12,7 +12,7 @@ Owns, without ROS:
 - ``PendingRequests`` / ``decide``: the deadline and fallback rules the ROS planning
   client uses (wait at most ``deadline_s`` for the answer to one request id, else execute
   candidate 0, the policy's own sample), testable without ROS.
-- ``PlanningSettings``: the robot YAML's ``planning:`` section, validated.
+- ``PlanningSettings`` (defined in ``config``): the robot YAML's ``planning:`` section.
 
 Facts carried over from the official deployment (cosmos-policy ``aloha/deploy.py``):
 candidate i uses the policy's noise for seed + i, so candidate 0 is what the policy alone
@@ -31,24 +31,25 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from cosmos_policy_ros.config import ConfigError, RobotConfig
+from cosmos_policy_ros.config import (
+    DEFAULT_SUCCESS_THRESHOLD,
+    PLANNING_AGGREGATIONS as AGGREGATIONS,
+    ConfigError,
+    PlanningSettings,
+    RobotConfig,
+)
 from cosmos_policy_ros.types import Observation, PolicyOutput
 
-AGGREGATIONS = ("majority_mean", "mean", "lcb", "success_vote")
 DEPTH_AGGREGATIONS = ("use_last_value", "average")
-# The official ensemble threshold: a value prediction above it counts as "predicts success".
-DEFAULT_SUCCESS_THRESHOLD = 0.05
 
 
 def default_planning_checkpoint() -> Path:
     """The tiny random planning checkpoint the package ships (V(s') layout; runs, plans nothing useful)."""
-    from cosmos_policy_ros.model.checkpoint import shipped_checkpoint
-
-    return shipped_checkpoint("tiny_cosmos_planning")
+    return PlanningSettings().checkpoint_path()
 
 
 # ---------------------------------------------------------------------------- aggregation
@@ -347,86 +348,12 @@ def _reason_key(reason: str) -> str:
     return reason.split(":")[0].split(" (")[0]
 
 
-# ---------------------------------------------------------------------------- settings
-@dataclass(frozen=True)
-class PlanningSettings:
-    """The robot YAML's ``planning:`` section (see config/aloha.yaml for the meaning of each key)."""
-
-    enabled: bool = False
-    num_candidates: int = 8
-    deadline_s: float = 5.0
-    request_topic: str = "planner/request"
-    result_topic: str = "planner/result"
-    decision_topic: str = "planning/decision"
-    imagination_topic: str = "planner/imagination"
-    publish_imagination: bool = True
-    checkpoint: str = ""
-    num_future_samples: int = 3
-    num_value_samples: int = 5
-    aggregation: str = "majority_mean"
-    success_threshold: float = DEFAULT_SUCCESS_THRESHOLD
-    search_depth: int = 1
-    num_steps: dict[str, int] = field(default_factory=dict)
-    max_batch_size: int = 0
-    seed: int = 0
-
-    @classmethod
-    def from_config(cls, config: RobotConfig) -> "PlanningSettings":
-        section = config.section("planning")
-        where = f"{config.path}: planning"
-        defaults = cls()
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise ConfigError(f"{where}: unknown keys {unknown}; known keys are {sorted(known)}")
-
-        def typed(key: str, kind: type, check: Callable[[Any], bool] = lambda _: True, expected: str = ""):
-            value = section.get(key, getattr(defaults, key))
-            try:
-                value = kind(value) if not (kind is bool and not isinstance(value, bool)) else None
-            except (TypeError, ValueError):
-                value = None
-            if value is None or not check(value):
-                raise ConfigError(f"{where}.{key}: expected {expected or kind.__name__}, got {section.get(key)!r}")
-            return value
-
-        steps = section.get("num_steps") or {}
-        if not isinstance(steps, dict) or any(k not in ("world_model", "value") or not isinstance(v, int) or v < 1
-                                              for k, v in steps.items()):
-            raise ConfigError(f"{where}.num_steps: expected a mapping with world_model / value step counts >= 1 "
-                              f"(empty: the checkpoint's), got {steps!r}")
-        settings = cls(
-            enabled=typed("enabled", bool),
-            num_candidates=typed("num_candidates", int, lambda v: v >= 1, "an integer >= 1"),
-            deadline_s=typed("deadline_s", float, lambda v: v > 0, "seconds > 0"),
-            request_topic=typed("request_topic", str, bool, "a topic name"),
-            result_topic=typed("result_topic", str, bool, "a topic name"),
-            decision_topic=typed("decision_topic", str, bool, "a topic name"),
-            imagination_topic=typed("imagination_topic", str, bool, "a topic prefix"),
-            publish_imagination=typed("publish_imagination", bool),
-            checkpoint=typed("checkpoint", str),
-            num_future_samples=typed("num_future_samples", int, lambda v: v >= 1, "an integer >= 1"),
-            num_value_samples=typed("num_value_samples", int, lambda v: v >= 1, "an integer >= 1"),
-            aggregation=typed("aggregation", str, lambda v: v in AGGREGATIONS, f"one of {AGGREGATIONS}"),
-            success_threshold=typed("success_threshold", float, lambda v: 0 <= v < 1, "a value in [0, 1)"),
-            search_depth=typed("search_depth", int, lambda v: v == 1,
-                               "1 (depth > 1 search is not implemented yet)"),
-            num_steps=dict(steps),
-            max_batch_size=typed("max_batch_size", int, lambda v: v >= 0, "an integer >= 0 (0: no limit)"),
-            seed=typed("seed", int),
-        )
-        return settings
-
-    def checkpoint_path(self) -> Path:
-        return Path(self.checkpoint) if self.checkpoint else default_planning_checkpoint()
-
-
 def make_model_planner(config: RobotConfig, settings: PlanningSettings | None = None,
                        device: str | None = None) -> ModelPlanner:
     """Load the planning checkpoint named by ``planning.checkpoint`` and check it fits the robot."""
     from cosmos_policy_ros.model.cosmos_policy import CosmosPolicy
 
-    settings = settings or PlanningSettings.from_config(config)
+    settings = settings or config.planning
     folder = settings.checkpoint_path()
     if not folder.is_dir():
         raise ConfigError(f"{config.path}: planning.checkpoint: {str(folder)!r} is not a checkpoint folder "

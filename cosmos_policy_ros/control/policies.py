@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cosmos_policy_ros.config import ConfigError, RobotConfig
+from cosmos_policy_ros.config import POLICY_TYPES, ConfigError, RobotConfig  # noqa: F401 (re-export)
 from cosmos_policy_ros.types import Policy
 
-POLICY_TYPES = ("scripted_transfer_cube", "replay", "cosmos")
 
 
 def default_checkpoint() -> Path:
@@ -21,30 +20,23 @@ def default_checkpoint() -> Path:
 
 
 def make_policy(config: RobotConfig) -> Policy:
-    section = config.section("policy")
-    kind = str(section.get("type", "scripted_transfer_cube"))
-    horizon = int(section.get("horizon", 50))
+    section = config.policy
     where = f"{config.path}: policy"
-    if kind == "scripted_transfer_cube":
+    if section.type == "scripted_transfer_cube":
         from cosmos_policy_ros.sim.scripted import ScriptedTransferCubeExpert
 
         if config.dof != 14:
             raise ConfigError(f"{where}.type: the transfer-cube expert drives the 14 ALOHA joints, config has {config.dof}")
-        return ScriptedTransferCubeExpert(horizon=horizon, control_period_s=config.control_period_s)
-    if kind == "replay":
+        return ScriptedTransferCubeExpert(horizon=section.horizon, control_period_s=config.control_period_s)
+    if section.type == "replay":
         from cosmos_policy_ros.control.replay import ReplayPolicy
 
-        episode = str(section.get("replay_episode", ""))
-        if not episode:
+        if not section.replay_episode:
             raise ConfigError(f"{where}.replay_episode: an ALOHA HDF5 episode file is required for type 'replay'")
-        return ReplayPolicy(episode, config.control_period_s, horizon)
-    if kind == "cosmos":
-        checkpoint = str(section.get("checkpoint", "")) or str(default_checkpoint())
-        backend = str(section.get("backend", "torch"))
-        seed = int(section.get("seed", 0))
-        return make_cosmos_policy(checkpoint, backend, seed, config,
-                                  decode_future_images=bool(section.get("decode_future_images", False)))
-    raise ConfigError(f"{where}.type: expected one of {POLICY_TYPES}, got {kind!r}")
+        return ReplayPolicy(section.replay_episode, config.control_period_s, section.horizon)
+    checkpoint = section.checkpoint or str(default_checkpoint())
+    return make_cosmos_policy(checkpoint, section.backend, section.seed, config,
+                              decode_future_images=section.decode_future_images)
 
 
 def make_cosmos_policy(checkpoint: str, backend: str, seed: int, config: RobotConfig | None = None,

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cosmos_policy_ros.config import ConfigError
+
 LIMIT_KEYS = ("lower", "upper", "max_step_per_tick")
 
 
-class LimitsConfigError(ValueError):
+class LimitsConfigError(ConfigError):
     """A limits section that cannot be used; the message names the field and what was expected."""
 
 

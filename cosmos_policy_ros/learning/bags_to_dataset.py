@@ -53,7 +53,7 @@ import numpy as np
 from rosbags.rosbag2 import Reader
 from tqdm import tqdm
 
-from cosmos_policy_ros.config import ConfigError, RobotConfig, load_config, parse_config
+from cosmos_policy_ros.config import EXECUTED_COMMAND_TOPIC, ConfigError, RobotConfig, load_config, parse_config
 from cosmos_policy_ros.recording import (
     EpisodeOutcome,
     build_typestore,
@@ -77,7 +77,7 @@ __all__ = [
 
 #: Discount per control step; the official Cosmos Policy ALOHA recipe's default.
 DEFAULT_GAMMA = 0.998
-DEFAULT_ACTION_TOPIC = 'executed_command'
+DEFAULT_ACTION_TOPIC = EXECUTED_COMMAND_TOPIC
 STATS_FILENAMES = ('dataset_statistics.json', 'aloha_dataset_statistics.json')
 
 class DatasetError(RuntimeError):
@@ -153,7 +153,7 @@ class DatasetConfig:
         return cls(
             joint_names=robot.joint_names, arms=tuple(arms), cameras=topics, optional_cameras=optional,
             compressed=compressed,
-            action_topic=action_topic or robot.raw.get('action_topic') or DEFAULT_ACTION_TOPIC,
+            action_topic=action_topic or robot.action_topic,
             control_rate_hz=robot.control_rate_hz,
         )
 

@@ -17,7 +17,12 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from cosmos_policy_ros.config import joint_state_to_positions
+from cosmos_policy_ros.config import (
+    ACTION_CHUNK_TOPIC,
+    EPISODE_EVENTS_TOPIC,
+    EXECUTED_COMMAND_TOPIC,
+    joint_state_to_positions,
+)
 from cosmos_policy_ros.control.execution import ChunkExecutor
 from cosmos_policy_ros.control.output_adapters import adapter_settings, split_command
 from cosmos_policy_ros.msg import ActionChunk, EpisodeEvent
@@ -45,22 +50,22 @@ class ChunkExecutorNode(Node):
     def __init__(self, **node_options):
         super().__init__("chunk_executor_node", **node_options)
         self.config = declare_config(self, {
-            "adapter": ("output.adapter", "", "override output.adapter: position | trajectory | interbotix"),
+            "adapter": ("output.adapter", "override output.adapter: position | trajectory | interbotix"),
         })
-        self.executor_core = ChunkExecutor.from_config(self.config.raw, source=str(self.config.path))
+        self.executor_core = ChunkExecutor.from_config(self.config)
         self.adapter, self.gripper_unit = adapter_settings(self.config)
         self.period_s = self.config.control_period_s
         self._lock = threading.Lock()
         # Latest measured joints (joint_names order) from the arms' JointStates.
         self._measured = np.full(self.config.dof, np.nan)
 
-        self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, reliable_qos(10))
-        self.create_subscription(EpisodeEvent, "episode_events", self._on_event, reliable_qos(20))
+        self.create_subscription(ActionChunk, ACTION_CHUNK_TOPIC, self._on_chunk, reliable_qos(10))
+        self.create_subscription(EpisodeEvent, EPISODE_EVENTS_TOPIC, self._on_event, reliable_qos(20))
         for arm in self.config.arms:
             self.create_subscription(JointState, arm.joint_state_topic,
                                      lambda m, a=arm: self._on_joint_state(a, m), sensor_qos(5))
         self.create_service(SetBool, "executor/enable", self._on_enable)
-        self.executed_pub = self.create_publisher(Float64MultiArray, "executed_command", reliable_qos(50))
+        self.executed_pub = self.create_publisher(Float64MultiArray, EXECUTED_COMMAND_TOPIC, reliable_qos(50))
         self._make_output_publishers(Float64MultiArray, JointTrajectory, JointTrajectoryPoint, seconds_to_duration)
         self._msg_to_chunk = msg_to_chunk
         self.create_timer(self.period_s, self._tick)

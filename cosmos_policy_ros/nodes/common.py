@@ -21,24 +21,29 @@ def reliable_qos(depth: int = 10):
     return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
 
 
-def declare_config(node, extra_overrides: dict[str, tuple[str, object, str]] | None = None) -> RobotConfig:
+def declare_config(node, extra_overrides: dict[str, tuple[str, str]] | None = None) -> RobotConfig:
     """Declare `config_file` (+ typed override parameters) and load the robot YAML.
 
-    extra_overrides: parameter name -> ('section.key', default, description). An override
-    whose value differs from its default replaces the YAML value.
+    extra_overrides: parameter name -> ('section.key', description). Each parameter's default
+    is the YAML's value (itself defaulted by the config's settings classes), so a parameter
+    set on the command line always wins and no default is written twice. An empty string
+    means "not set" (launch files pass "" for arguments the user left out).
     """
     from rcl_interfaces.msg import ParameterDescriptor
 
     path = node.declare_parameter(
         "config_file", "aloha",
         ParameterDescriptor(description="robot YAML (path, or a name in the package's config/)")).value
-    overrides = {}
-    for param, (dotted, default, description) in (extra_overrides or {}).items():
-        value = node.declare_parameter(param, default, ParameterDescriptor(description=description)).value
-        if value != default:
-            overrides[dotted] = value
     try:
-        return load_config(path, overrides)
+        config = load_config(path)
+        overrides = {}
+        for param, (dotted, description) in (extra_overrides or {}).items():
+            section, _, key = dotted.partition(".")
+            default = getattr(getattr(config, section), key)
+            value = node.declare_parameter(param, default, ParameterDescriptor(description=description)).value
+            if value != default and value != "":
+                overrides[dotted] = value
+        return load_config(path, overrides) if overrides else config
     except ConfigError as exc:
         node.get_logger().fatal(str(exc))
         raise

@@ -69,7 +69,7 @@ class PlannerNode(Node):
     def __init__(self, **node_options):
         super().__init__("planner_node", **node_options)
         self.config = declare_config(self, {
-            "checkpoint": ("planning.checkpoint", "", "planning model folder (default: the shipped tiny one)"),
+            "checkpoint": ("planning.checkpoint", "planning model folder (default: the shipped tiny one)"),
         })
         try:
             self.settings = PlanningSettings.from_config(self.config)

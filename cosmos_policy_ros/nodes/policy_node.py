@@ -16,7 +16,12 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image, JointState
 
-from cosmos_policy_ros.config import ConfigError
+from cosmos_policy_ros.config import (
+    ACTION_CHUNK_TOPIC,
+    EPISODE_EVENTS_TOPIC,
+    SIM_OBJECT_POSE_TOPIC,
+    ConfigError,
+)
 from cosmos_policy_ros.control.execution import InferenceTrigger
 from cosmos_policy_ros.control.images import ImageConversionError, check_image
 from cosmos_policy_ros.control.observation import ObservationAssembler
@@ -56,22 +61,21 @@ class PolicyNode(Node):
     def __init__(self, **node_options):
         super().__init__("policy_node", **node_options)
         self.config = declare_config(self, {
-            "policy_type": ("policy.type", "", "override policy.type"),
-            "checkpoint": ("policy.checkpoint", "", "override policy.checkpoint (Cosmos checkpoint folder)"),
-            "backend": ("policy.backend", "", "override policy.backend: torch | onnx"),
-            "planning": ("planning.enabled", False, "best-of-N planning through planner_node"),
+            "policy_type": ("policy.type", "override policy.type"),
+            "checkpoint": ("policy.checkpoint", "override policy.checkpoint (Cosmos checkpoint folder)"),
+            "backend": ("policy.backend", "override policy.backend: torch | onnx"),
+            "planning": ("planning.enabled", "best-of-N planning through planner_node"),
         })
-        policy_cfg = self.config.section("policy")
+        policy_cfg = self.config.policy
         self.policy = make_policy(self.config)
         self.assembler = ObservationAssembler(
-            self.config, task=str(policy_cfg.get("task", "")),
+            self.config, task=policy_cfg.task,
             required_privileged=tuple(getattr(self.policy, "required_privileged", ())))
-        self.trigger = InferenceTrigger(mode=str(policy_cfg.get("trigger", "overlapped")),
-                                        margin_s=float(policy_cfg.get("trigger_margin_s", 0.1)))
+        self.trigger = InferenceTrigger(mode=policy_cfg.trigger, margin_s=policy_cfg.trigger_margin_s)
         text_embedding = getattr(self.policy, "text_embedding", None)
         if text_embedding is not None:
             try:  # fail at start-up, not at the first observation
-                text_embedding(str(policy_cfg.get("task", "")))
+                text_embedding(policy_cfg.task)
             except KeyError as exc:
                 raise ConfigError(f"{self.config.path}: policy.task: {exc.args[0]}") from exc
         self.chunk_period_s = policy_control_period_s(self.policy, self.config.control_period_s)
@@ -83,14 +87,7 @@ class PolicyNode(Node):
         self._busy = threading.Event()
 
         self.planning = None
-        if self.config.get("planning", "enabled", False):
-            deadline = float(self.config.get("planning", "deadline_s", 5.0))
-            max_age = float(self.config.get("execution", "max_chunk_age_s", 2.0))
-            if deadline >= max_age:
-                raise ConfigError(
-                    f"{self.config.path}: planning.deadline_s ({deadline:g} s) must be below "
-                    f"execution.max_chunk_age_s ({max_age:g} s): a chunk that waited that long for "
-                    "the planner would be refused by the executor as stale")
+        if self.config.planning.enabled:
             from cosmos_policy_ros.nodes.planning_client import PlanningClient
 
             self.planning = PlanningClient(self, self.config, self.policy)
@@ -103,13 +100,13 @@ class PolicyNode(Node):
         for arm in self.config.arms:
             self.create_subscription(JointState, arm.joint_state_topic,
                                      lambda m, a=arm.name: self._on_joint_state(a, m), sensor_qos(5))
-        self.create_subscription(PoseStamped, "sim/object_pose", self._on_object_pose, reliable_qos(5))
-        self.create_subscription(EpisodeEvent, "episode_events", self._on_event, reliable_qos(20))
-        self.chunk_pub = self.create_publisher(ActionChunk, "action_chunk", reliable_qos(10))
+        self.create_subscription(PoseStamped, SIM_OBJECT_POSE_TOPIC, self._on_object_pose, reliable_qos(5))
+        self.create_subscription(EpisodeEvent, EPISODE_EVENTS_TOPIC, self._on_event, reliable_qos(20))
+        self.chunk_pub = self.create_publisher(ActionChunk, ACTION_CHUNK_TOPIC, reliable_qos(10))
         self.create_timer(self.config.control_period_s, self._maybe_infer)
         self.create_timer(5.0, self._log_stats)
         self._worker = None
-        self.get_logger().info(f"policy '{policy_cfg.get('type')}' ready; cameras "
+        self.get_logger().info(f"policy '{policy_cfg.type}' ready; cameras "
                                f"{[c.name for c in self.config.cameras]}, {self.config.dof} joints, "
                                f"cv_bridge {'used' if self.bridge else 'not installed (numpy conversion)'}")
 

@@ -15,6 +15,11 @@ from pathlib import Path
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 
+from cosmos_policy_ros.config import (
+    ACTION_CHUNK_TOPIC,
+    EPISODE_EVENTS_TOPIC,
+    EXECUTED_COMMAND_TOPIC,
+)
 from cosmos_policy_ros.msg import EpisodeEvent
 from cosmos_policy_ros.nodes.common import (
     declare_config,
@@ -41,10 +46,10 @@ def recorded_topics(config) -> list[tuple[str, str, str]]:
               for c in config.cameras]
     topics += [(a.joint_state_topic, "sensor_msgs/msg/JointState", "sensor") for a in config.arms]
     topics += [
-        ("executed_command", "std_msgs/msg/Float64MultiArray", "reliable"),
-        ("action_chunk", "cosmos_policy_ros/msg/ActionChunk", "reliable"),
-        (str(config.get("planning", "request_topic", "planner/request")), "cosmos_policy_ros/msg/PlanRequest", "reliable"),
-        (str(config.get("planning", "result_topic", "planner/result")), "cosmos_policy_ros/msg/PlanResult", "reliable"),
+        (EXECUTED_COMMAND_TOPIC, "std_msgs/msg/Float64MultiArray", "reliable"),
+        (ACTION_CHUNK_TOPIC, "cosmos_policy_ros/msg/ActionChunk", "reliable"),
+        (config.planning.request_topic, "cosmos_policy_ros/msg/PlanRequest", "reliable"),
+        (config.planning.result_topic, "cosmos_policy_ros/msg/PlanResult", "reliable"),
     ]
     return topics
 
@@ -60,7 +65,7 @@ class RecorderNode(Node):
     def __init__(self, **node_options):
         super().__init__("recorder_node", **node_options)
         self.config = declare_config(self)
-        default_dir = str(self.config.get("recording", "output_dir", "rollouts"))
+        default_dir = self.config.recording.output_dir
         self.output_dir = Path(self.declare_parameter(
             "output_dir", default_dir, ParameterDescriptor(description="parent folder of the episode bags")).value)
         extra = self.declare_parameter(
@@ -88,7 +93,7 @@ class RecorderNode(Node):
                 # message lost even on a reliable topic (KEEP_LAST).
                 sensor_qos(30) if qos == "sensor" else reliable_qos(1000), raw=True)
             self.subscriptions_info.append((resolved, type_name))
-        self.create_subscription(EpisodeEvent, "episode_events", self._on_event, reliable_qos(50))
+        self.create_subscription(EpisodeEvent, EPISODE_EVENTS_TOPIC, self._on_event, reliable_qos(50))
         self._stamp_to_ns = stamp_to_ns
         self._outcome = EpisodeOutcome
         self._label = label_episode
@@ -113,7 +118,7 @@ class RecorderNode(Node):
                     self.recorder.stop_episode(None, stamp_ns=stamp_ns)
                 name = self._unique_name(msg.episode_id or "episode")
                 bag = self.recorder.start_episode(name, {"episode_id": msg.episode_id,
-                                                         "task": str(self.config.get("policy", "task", "")),
+                                                         "task": self.config.policy.task,
                                                          "robot": self.config.robot}, stamp_ns=stamp_ns)
                 self.episodes[msg.episode_id] = bag
                 self.get_logger().info(f"episode {msg.episode_id}: recording into {bag}")

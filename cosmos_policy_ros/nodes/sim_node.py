@@ -23,7 +23,13 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float32, Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
-from cosmos_policy_ros.config import RobotConfig
+from cosmos_policy_ros.config import (
+    ACTION_CHUNK_TOPIC,
+    EPISODE_EVENTS_TOPIC,
+    SIM_OBJECT_POSE_TOPIC,
+    SIM_REWARD_TOPIC,
+    RobotConfig,
+)
 from cosmos_policy_ros.msg import EpisodeEvent
 from cosmos_policy_ros.nodes.common import (
     declare_config,
@@ -39,19 +45,19 @@ class SimNode(Node):
     def __init__(self, **node_options):
         super().__init__("sim_node", **node_options)
         self.config: RobotConfig = declare_config(self, {
-            "num_episodes": ("sim.num_episodes", 1, "episodes to run, then exit (0: forever)"),
-            "seed": ("sim.seed", 0, "seed of the first episode; episode k uses seed + k"),
-            "episode_length_s": ("sim.episode_length_s", 8.0, "sim seconds per episode"),
+            "num_episodes": ("sim.num_episodes", "episodes to run, then exit (0: forever)"),
+            "seed": ("sim.seed", "seed of the first episode; episode k uses seed + k"),
+            "episode_length_s": ("sim.episode_length_s", "sim seconds per episode"),
         })
-        sim_cfg = self.config.section("sim")
-        self.num_episodes = int(sim_cfg.get("num_episodes", 1))
-        self.first_seed = int(sim_cfg.get("seed", 0))
-        self.episode_length_s = float(sim_cfg.get("episode_length_s", 8.0))
-        self.camera_period_s = 1.0 / float(sim_cfg.get("camera_rate_hz", 10.0))
-        self.image_hw = (int(sim_cfg.get("image_height", 480)), int(sim_cfg.get("image_width", 640)))
-        self.rtf = float(sim_cfg.get("real_time_factor", 1.0))
-        mujoco_cameras = dict(sim_cfg.get("mujoco_cameras", {}))
-        self.sim = AlohaSim(str(sim_cfg.get("task", "transfer_cube")))
+        sim_cfg = self.config.sim
+        self.num_episodes = sim_cfg.num_episodes
+        self.first_seed = sim_cfg.seed
+        self.episode_length_s = sim_cfg.episode_length_s
+        self.camera_period_s = 1.0 / sim_cfg.camera_rate_hz
+        self.image_hw = (sim_cfg.image_height, sim_cfg.image_width)
+        self.rtf = sim_cfg.real_time_factor
+        mujoco_cameras = sim_cfg.mujoco_cameras
+        self.sim = AlohaSim(sim_cfg.task)
         if self.config.dof != self.sim.dof:
             raise ValueError(f"{self.config.path}: the ALOHA sim drives 14 joints, config has {self.config.dof}")
 
@@ -64,9 +70,9 @@ class SimNode(Node):
                 self.camera_pubs[cam.name] = (mujoco_cameras[cam.name],
                                               self.create_publisher(type(rgb_to_image_msg(np.zeros((1, 1, 3), np.uint8), 0)),
                                                                     cam.topic, sensor_qos(2)))
-        self.pose_pub = self.create_publisher(PoseStamped, "sim/object_pose", reliable_qos(5))
-        self.event_pub = self.create_publisher(EpisodeEvent, "episode_events", reliable_qos(20))
-        self.reward_pub = self.create_publisher(Float32, "sim/reward", reliable_qos(5))
+        self.pose_pub = self.create_publisher(PoseStamped, SIM_OBJECT_POSE_TOPIC, reliable_qos(5))
+        self.event_pub = self.create_publisher(EpisodeEvent, EPISODE_EVENTS_TOPIC, reliable_qos(20))
+        self.reward_pub = self.create_publisher(Float32, SIM_REWARD_TOPIC, reliable_qos(5))
 
         self._command_cv = threading.Condition()
         self._command = None  # [14] normalized-gripper joint command
@@ -75,8 +81,8 @@ class SimNode(Node):
         # arm's command for that tick, so a loaded CPU slows the sim instead of the
         # controller missing ticks. A real robot does not wait; set lockstep false to
         # see the free-running behaviour.
-        self.lockstep = bool(sim_cfg.get("lockstep", True))
-        self.lockstep_timeout_s = float(sim_cfg.get("lockstep_timeout_s", 0.25))
+        self.lockstep = sim_cfg.lockstep
+        self.lockstep_timeout_s = sim_cfg.lockstep_timeout_s
         self.lockstep_timeouts = 0
         for arm in self.config.arms:
             ns = arm.command_namespace
@@ -93,7 +99,7 @@ class SimNode(Node):
 
     # -- commands (executor -> sim) -----------------------------------------------
     def _apply_arm(self, arm, values) -> None:
-        gripper_unit = str(self.config.get("output", "gripper_unit", "normalized"))
+        gripper_unit = self.config.output.gripper_unit
         if len(values) != len(arm.indices):
             self.get_logger().warning(f"{arm.command_namespace}: command with {len(values)} values, "
                                    f"expected {len(arm.indices)}; ignored", throttle_duration_sec=2.0)
@@ -162,13 +168,13 @@ class SimNode(Node):
         """Start the first episode once a controller commands the arms and a policy
         publishes chunks (policy_node creates its publisher after loading its model),
         or after `sim.wait_for_graph_s`."""
-        timeout = float(self.config.get("sim", "wait_for_graph_s", 60.0))
+        timeout = self.config.sim.wait_for_graph_s
         deadline = time.monotonic() + timeout
         command_topics = [f"{a.command_namespace}/commands/position" for a in self.config.arms] + \
                          [f"{a.command_namespace}/arm_controller/joint_trajectory" for a in self.config.arms]
         while not self._stop.is_set() and time.monotonic() < deadline:
             commanded = any(self.count_publishers(t) > 0 for t in command_topics)
-            if commanded and self.count_publishers("action_chunk") > 0:
+            if commanded and self.count_publishers(ACTION_CHUNK_TOPIC) > 0:
                 time.sleep(0.5)  # let discovery finish on both sides
                 return
             time.sleep(0.1)

@@ -11,7 +11,11 @@ from cosmos_policy_ros.recording.bag import (
     read_episode_info,
     read_outcome,
 )
-from cosmos_policy_ros.recording.recorder import EpisodeRecorder, RecorderStats, install_signal_handlers
+from cosmos_policy_ros.recording.recorder import (
+    EpisodeRecorder,
+    RecorderStats,
+    install_signal_handlers,
+)
 from cosmos_policy_ros.recording.recovery import RecoveryResult, is_bag_closed, recover
 
 __all__ = [

@@ -42,6 +42,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 from rosbags.typesys.store import Typestore
 
+from cosmos_policy_ros.config import EPISODE_EVENTS_TOPIC
 from cosmos_policy_ros.recording.bag import (
     EPISODE_EVENT_TYPE,
     EPISODE_FILE,
@@ -55,7 +56,7 @@ from cosmos_policy_ros.recording.bag import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EVENT_TOPIC = 'episode_events'
+DEFAULT_EVENT_TOPIC = EPISODE_EVENTS_TOPIC
 _EPISODE_ID_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.\-]*$')
 
 

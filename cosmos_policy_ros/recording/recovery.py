@@ -25,7 +25,12 @@ from rosbags.rosbag2.metadata import parse_qos
 from rosbags.typesys import get_types_from_msg
 from rosbags.typesys.store import Typestore
 
-from cosmos_policy_ros.recording.bag import ROSBAG2_VERSION, RecorderError, build_typestore, read_episode_info
+from cosmos_policy_ros.recording.bag import (
+    ROSBAG2_VERSION,
+    RecorderError,
+    build_typestore,
+    read_episode_info,
+)
 
 log = logging.getLogger(__name__)
 
