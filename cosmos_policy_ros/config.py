@@ -223,6 +223,10 @@ class OutputSettings:
 
     adapter: Literal["position", "trajectory", "interbotix"] = "position"
     gripper_unit: Literal["normalized", "finger_m", "motor_rad"] = "normalized"
+    # interbotix: set the grippers' current_based_position mode at start-up through the driver's
+    # set_operating_modes service ("set"), or trust it was set ("assume").
+    interbotix_gripper_mode: Literal["set", "assume"] = "set"
+    interbotix_service_timeout_s: float = setting(10.0, _positive, "seconds > 0")
 
 
 POLICY_TYPES = ("scripted_transfer_cube", "replay", "cosmos")
@@ -315,27 +319,119 @@ TOP_LEVEL_KEYS = ("robot", "control_rate_hz", "joint_names", "arms", "cameras", 
                   "observation", "limits", "execution", "output", "policy", "planning", "sim", "recording",
                   "action_topic")
 ARM_KEYS = ("joint_state_topic", "command_namespace", "joints", "gripper")
-GRIPPER_KEYS = ("joint", "state_name", "finger_closed_m", "finger_open_m", "motor_closed_rad", "motor_open_rad")
 CAMERA_KEYS = ("topic", "required")
+
+
+GRIPPER_UNITS = ("normalized", "finger_m", "motor_rad")
+
+# Follower gripper calibrations, selected with `arms.<arm>.gripper.preset` in the robot YAML
+# (fields given beside the preset override it). Normalized opening: 0 closed, 1 open.
+GRIPPER_PRESETS: dict[str, dict[str, float]] = {
+    # Trossen's ROS 2 `aloha` (aloha/constants.py, branch main): FOLLOWER_GRIPPER_POSITION_*
+    # (left_finger, metres) and FOLLOWER_GRIPPER_JOINT_* (gripper motor, radians).
+    "aloha_ros2": {"finger_closed_m": 0.0440, "finger_open_m": 0.0579,
+                   "motor_closed_rad": 0.6197, "motor_open_rad": 1.6214},
+    # The original ROS 1 ALOHA (PUPPET_GRIPPER_POSITION_* / PUPPET_GRIPPER_JOINT_*): for
+    # checkpoints trained on data recorded with it, whose normalized gripper used this range.
+    "aloha_ros1": {"finger_closed_m": 0.01844, "finger_open_m": 0.05800,
+                   "motor_closed_rad": -0.6213, "motor_open_rad": 1.4910},
+}
 
 
 @dataclass(frozen=True)
 class GripperConfig:
+    """One gripper's calibration and the package's only conversion between the normalized
+    opening (joint_names vectors, datasets, checkpoints) and the robot's units: finger
+    travel in metres (JointState) and motor position in radians (Interbotix commands).
+    Every method takes a float or a numpy array."""
+
     joint: str
     state_name: str
     finger_closed_m: float
     finger_open_m: float
-    motor_closed_rad: float
-    motor_open_rad: float
+    motor_closed_rad: float | None = None  # None: no motor range (motor_rad unit refused)
+    motor_open_rad: float | None = None
 
-    def normalize_finger(self, finger_m: float) -> float:
+    @property
+    def has_motor_range(self) -> bool:
+        return self.motor_closed_rad is not None and self.motor_open_rad is not None
+
+    def normalize_finger(self, finger_m):
         return (finger_m - self.finger_closed_m) / (self.finger_open_m - self.finger_closed_m)
 
-    def finger_from_normalized(self, opening: float) -> float:
+    def normalize_finger_velocity(self, finger_m_per_s):
+        return finger_m_per_s / (self.finger_open_m - self.finger_closed_m)
+
+    def finger_from_normalized(self, opening):
         return self.finger_closed_m + opening * (self.finger_open_m - self.finger_closed_m)
 
-    def motor_from_normalized(self, opening: float) -> float:
+    def normalize_motor(self, motor_rad):
+        self._require_motor_range()
+        return (motor_rad - self.motor_closed_rad) / (self.motor_open_rad - self.motor_closed_rad)
+
+    def motor_from_normalized(self, opening):
+        self._require_motor_range()
         return self.motor_closed_rad + opening * (self.motor_open_rad - self.motor_closed_rad)
+
+    def from_normalized(self, opening, unit: str):
+        """Normalized opening -> `unit` (one of GRIPPER_UNITS)."""
+        if unit == "normalized":
+            return opening
+        if unit == "finger_m":
+            return self.finger_from_normalized(opening)
+        if unit == "motor_rad":
+            return self.motor_from_normalized(opening)
+        raise ValueError(f"gripper unit: expected one of {GRIPPER_UNITS}, got {unit!r}")
+
+    def to_normalized(self, value, unit: str):
+        """`unit` (one of GRIPPER_UNITS) -> normalized opening."""
+        if unit == "normalized":
+            return value
+        if unit == "finger_m":
+            return self.normalize_finger(value)
+        if unit == "motor_rad":
+            return self.normalize_motor(value)
+        raise ValueError(f"gripper unit: expected one of {GRIPPER_UNITS}, got {unit!r}")
+
+    def _require_motor_range(self) -> None:
+        if not self.has_motor_range:
+            raise ValueError(f"gripper {self.joint}: no motor range (set motor_closed_rad and "
+                             "motor_open_rad, or a preset, in the robot config)")
+
+
+_GRIPPER_KEYS = ("joint", "state_name", "preset", "finger_closed_m", "finger_open_m",
+                 "motor_closed_rad", "motor_open_rad")
+
+
+def _parse_gripper(g: dict, where: str) -> GripperConfig:
+    if not isinstance(g, dict):
+        raise ConfigError(f"{where}: expected a mapping with {list(_GRIPPER_KEYS)}")
+    check_keys(g, _GRIPPER_KEYS, where)
+    values: dict[str, float] = {}
+    preset = g.get("preset")
+    if preset is not None:
+        if preset not in GRIPPER_PRESETS:
+            raise ConfigError(f"{where}.preset: expected one of {sorted(GRIPPER_PRESETS)}, got {preset!r}")
+        values.update(GRIPPER_PRESETS[preset])
+    for key, what in (("finger_closed_m", "metres"), ("finger_open_m", "metres"),
+                      ("motor_closed_rad", "radians"), ("motor_open_rad", "radians")):
+        if key in g:
+            values[key] = float(_require(g, key, where, (int, float), what))
+    for key in ("finger_closed_m", "finger_open_m"):
+        if key not in values:
+            raise ConfigError(f"{where}: missing field {key!r} (metres; or a preset: {sorted(GRIPPER_PRESETS)})")
+    if ("motor_closed_rad" in values) != ("motor_open_rad" in values):
+        raise ConfigError(f"{where}: give both motor_closed_rad and motor_open_rad, or neither")
+    gripper = GripperConfig(
+        joint=str(_require(g, "joint", where, str, "a joint_names entry")),
+        state_name=str(_require(g, "state_name", where, str, "the JointState name of the finger")),
+        **values,
+    )
+    if gripper.finger_open_m == gripper.finger_closed_m:
+        raise ConfigError(f"{where}: finger_open_m must differ from finger_closed_m")
+    if gripper.has_motor_range and gripper.motor_open_rad == gripper.motor_closed_rad:
+        raise ConfigError(f"{where}: motor_open_rad must differ from motor_closed_rad")
+    return gripper
 
 
 @dataclass(frozen=True)
@@ -450,23 +546,7 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> RobotCon
             raise ConfigError(f"{at}: expected a mapping")
         check_keys(arm, ARM_KEYS, at)
         joints = _require(arm, "joints", at, dict, "a mapping joint_names entry -> JointState name")
-        gripper = None
-        if arm.get("gripper"):
-            g = arm["gripper"]
-            gw = f"{at}.gripper"
-            if not isinstance(g, dict):
-                raise ConfigError(f"{gw}: expected a mapping with {list(GRIPPER_KEYS)}")
-            check_keys(g, GRIPPER_KEYS, gw)
-            gripper = GripperConfig(
-                joint=str(_require(g, "joint", gw, str, "a joint_names entry")),
-                state_name=str(_require(g, "state_name", gw, str, "the JointState name of the finger")),
-                finger_closed_m=float(_require(g, "finger_closed_m", gw, (int, float), "metres")),
-                finger_open_m=float(_require(g, "finger_open_m", gw, (int, float), "metres")),
-                motor_closed_rad=float(g.get("motor_closed_rad", 0.0)),
-                motor_open_rad=float(g.get("motor_open_rad", 1.0)),
-            )
-            if gripper.finger_open_m == gripper.finger_closed_m:
-                raise ConfigError(f"{gw}: finger_open_m must differ from finger_closed_m")
+        gripper = _parse_gripper(arm["gripper"], f"{at}.gripper") if arm.get("gripper") else None
         # Command order is joint_names order, whatever order the mapping was written in:
         # controllers without joint names (Float64MultiArray, Interbotix groups) rely on it.
         joints = dict(sorted(joints.items(), key=lambda kv: joint_names.index(kv[0]) if kv[0] in joint_names else -1))

@@ -9,7 +9,7 @@
 #
 # Usage: scripts/build_msgs.sh [VENV]                    (default .venv)
 #   PACKAGE_DIR=dir INSTALL_DIR=dir scripts/build_msgs.sh VENV
-#     builds another rosidl package (package.xml, CMakeLists.txt, msg/) into INSTALL_DIR
+#     builds another rosidl package (package.xml, CMakeLists.txt, msg/, srv/) into INSTALL_DIR
 #     without touching the venv (the tests build a stand-in interbotix_xs_msgs this way).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +22,8 @@ build="$work/build"    # lives inside the repo: configure a copy of the package.
 stamp="$install/.msgs_stamp"
 own_package=$([ "$package" = "$repo" ] && echo 1 || echo 0)
 
-inputs=$(cat "$package/package.xml" "$package/CMakeLists.txt" "$package"/msg/*.msg "$repo/cmake/wheel_include_fix.cmake" | sha256sum | cut -d' ' -f1)
+services=$(ls "$package"/srv/*.srv 2>/dev/null || true)
+inputs=$(cat "$package/package.xml" "$package/CMakeLists.txt" "$package"/msg/*.msg $services "$repo/cmake/wheel_include_fix.cmake" | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$inputs" ]; then
   echo "messages up to date ($install)"
   exit 0
@@ -31,6 +32,7 @@ fi
 rm -rf "$work" "$install"
 mkdir -p "$stage"
 cp -r "$package/package.xml" "$package/CMakeLists.txt" "$package/msg" "$stage/"
+if [ -n "$services" ]; then cp -r "$package/srv" "$stage/"; fi
 
 export AMENT_PREFIX_PATH="$venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 export CMAKE_PREFIX_PATH="$venv${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"

@@ -53,7 +53,14 @@ import numpy as np
 from rosbags.rosbag2 import Reader
 from tqdm import tqdm
 
-from cosmos_policy_ros.config import EXECUTED_COMMAND_TOPIC, ConfigError, RobotConfig, load_config, parse_config
+from cosmos_policy_ros.config import (
+    EXECUTED_COMMAND_TOPIC,
+    ConfigError,
+    GripperConfig,
+    RobotConfig,
+    load_config,
+    parse_config,
+)
 from cosmos_policy_ros.recording import (
     EpisodeOutcome,
     build_typestore,
@@ -95,8 +102,7 @@ class _ArmSpec:
     state_names: tuple[str, ...]  # JointState names, same order as columns
     gripper_column: int | None
     gripper_state_name: str | None
-    gripper_closed: float
-    gripper_open: float
+    gripper: GripperConfig | None  # the config's finger -> normalized conversion
 
 
 @dataclass(frozen=True)
@@ -139,8 +145,7 @@ class DatasetConfig:
                 columns=arm.indices[:len(arm.joints)], state_names=tuple(arm.joints.values()),
                 gripper_column=arm.indices[-1] if gripper else None,
                 gripper_state_name=gripper.state_name if gripper else None,
-                gripper_closed=gripper.finger_closed_m if gripper else 0.0,
-                gripper_open=gripper.finger_open_m if gripper else 1.0,
+                gripper=gripper,
             ))
         all_cameras = {c.name: c for c in robot.cameras}
         names = list(cameras) if cameras is not None else list(all_cameras)
@@ -284,12 +289,6 @@ class _BagEpisode:
             conn = self.arm_conns[arm.side]
             names = list(arm.state_names) + ([arm.gripper_state_name] if arm.gripper_column is not None else [])
             cols = list(arm.columns) + ([arm.gripper_column] if arm.gripper_column is not None else [])
-            scale = np.ones(len(cols))
-            offset = np.zeros(len(cols))
-            if arm.gripper_column is not None:
-                # measured finger (m) -> normalized opening [0, 1]
-                scale[-1] = 1.0 / (arm.gripper_open - arm.gripper_closed)
-                offset[-1] = -arm.gripper_closed * scale[-1]
             times, pos, vel, eff = [], [], [], []
             has_vel = has_eff = True
             for stamp, data in self._messages(conn):
@@ -310,11 +309,15 @@ class _BagEpisode:
                 eff.append(np.asarray(msg.effort, np.float64)[idx] if has_eff else None)
             t = np.asarray(times, np.int64)
             full = np.full((len(t), dof), np.nan)
-            full[:, cols] = np.asarray(pos) * scale + offset
+            full[:, cols] = np.asarray(pos)
+            if arm.gripper is not None:  # measured finger (m) -> normalized opening [0, 1]
+                full[:, cols[-1]] = arm.gripper.normalize_finger(full[:, cols[-1]])
             full_vel = full_eff = None
             if has_vel:
                 full_vel = np.full((len(t), dof), np.nan)
-                full_vel[:, cols] = np.asarray(vel) * scale
+                full_vel[:, cols] = np.asarray(vel)
+                if arm.gripper is not None:
+                    full_vel[:, cols[-1]] = arm.gripper.normalize_finger_velocity(full_vel[:, cols[-1]])
             if has_eff:
                 full_eff = np.full((len(t), dof), np.nan)
                 full_eff[:, cols] = np.asarray(eff)

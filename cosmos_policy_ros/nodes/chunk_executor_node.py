@@ -4,13 +4,17 @@ Logic lives in `execution.ChunkExecutor` (switching, blending, limits, e-stop); 
 feeds it messages and the clock, publishes what it returns through the configured output
 adapter, and the full command on `executed_command` (for recording and plots).
 Service `executor/enable` (std_srvs/SetBool): false = e-stop (hold), true = resume.
+With the interbotix adapter the node first puts the grippers in the mode that takes motor
+radians (see output_adapters) and refuses to start when the driver does not answer.
 """
 from __future__ import annotations
 
 import importlib
 import threading
+import time
 
 import numpy as np
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
@@ -21,10 +25,17 @@ from cosmos_policy_ros.config import (
     ACTION_CHUNK_TOPIC,
     EPISODE_EVENTS_TOPIC,
     EXECUTED_COMMAND_TOPIC,
+    ConfigError,
     joint_state_to_positions,
 )
 from cosmos_policy_ros.control.execution import ChunkExecutor
-from cosmos_policy_ros.control.output_adapters import adapter_settings, split_command
+from cosmos_policy_ros.control.output_adapters import (
+    INTERBOTIX_GRIPPER_MODE,
+    adapter_settings,
+    gripper_mode_refusal,
+    interbotix_gripper_plan,
+    split_command,
+)
 from cosmos_policy_ros.msg import ActionChunk, EpisodeEvent
 from cosmos_policy_ros.nodes.common import (
     declare_config,
@@ -41,7 +52,7 @@ def _interbotix_msgs(module: str):
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise RuntimeError(
+        raise ConfigError(
             f"output.adapter is 'interbotix' but {module} is not importable ({exc}); install the "
             "Interbotix messages (interbotix_xs_msgs) or choose the position/trajectory adapter") from exc
 
@@ -54,6 +65,14 @@ class ChunkExecutorNode(Node):
         })
         self.executor_core = ChunkExecutor.from_config(self.config)
         self.adapter, self.gripper_unit = adapter_settings(self.config)
+        if self.adapter == "interbotix":
+            try:
+                # Before any timer or subscription exists: no gripper command may leave
+                # while the driver would still read it as metres.
+                self._prepare_interbotix_grippers()
+            except ConfigError as exc:
+                self.get_logger().fatal(str(exc))
+                raise
         self.period_s = self.config.control_period_s
         self._lock = threading.Lock()
         # Latest measured joints (joint_names order) from the arms' JointStates.
@@ -73,6 +92,42 @@ class ChunkExecutorNode(Node):
         self.get_logger().info(
             f"executing {self.config.dof} joints at {self.config.control_rate_hz:g} Hz through the "
             f"'{self.adapter}' adapter (gripper unit {self.gripper_unit})")
+
+    def _prepare_interbotix_grippers(self) -> None:
+        plan = interbotix_gripper_plan(self.config)
+        if plan.action == "assume":
+            self.get_logger().warning(
+                f"output.interbotix_gripper_mode is 'assume': the grippers must already be in "
+                f"{INTERBOTIX_GRIPPER_MODE} mode (in linear_position the driver reads these motor radians as metres)")
+            return
+        srv = _interbotix_msgs("interbotix_xs_msgs.srv")
+        deadline = time.monotonic() + plan.timeout_s
+        failures = []
+        executor = SingleThreadedExecutor(context=self.context)
+        executor.add_node(self)
+        try:
+            for request in plan.requests:
+                client = self.create_client(srv.OperatingModes, request.service)
+                try:
+                    if not client.wait_for_service(timeout_sec=max(0.0, deadline - time.monotonic())):
+                        failures.append(f"service {request.service} not available within {plan.timeout_s:g} s")
+                        continue
+                    future = client.call_async(srv.OperatingModes.Request(
+                        cmd_type=request.cmd_type, name=request.name, mode=request.mode,
+                        profile_type=request.profile_type, profile_velocity=request.profile_velocity,
+                        profile_acceleration=request.profile_acceleration))
+                    executor.spin_until_future_complete(future, timeout_sec=max(0.0, deadline - time.monotonic()))
+                    if not future.done() or future.exception() is not None:
+                        failures.append(f"service {request.service} did not answer within {plan.timeout_s:g} s")
+                finally:
+                    self.destroy_client(client)
+        finally:
+            executor.remove_node(self)
+            executor.shutdown()
+        if failures:
+            raise ConfigError(gripper_mode_refusal(self.config, plan, failures))
+        self.get_logger().info(f"grippers set to {INTERBOTIX_GRIPPER_MODE} mode through "
+                               f"{', '.join(r.service for r in plan.requests)}")
 
     def _make_output_publishers(self, Float64MultiArray, JointTrajectory, JointTrajectoryPoint, to_duration):
         self._outputs = {}

@@ -30,6 +30,7 @@ from cosmos_policy_ros.config import (
     SIM_REWARD_TOPIC,
     RobotConfig,
 )
+from cosmos_policy_ros.control.output_adapters import adapter_settings
 from cosmos_policy_ros.msg import EpisodeEvent
 from cosmos_policy_ros.nodes.common import (
     declare_config,
@@ -50,6 +51,8 @@ class SimNode(Node):
             "episode_length_s": ("sim.episode_length_s", "sim seconds per episode"),
         })
         sim_cfg = self.config.sim
+        # The unit the executor's position/trajectory commands carry the gripper in.
+        self._gripper_unit = adapter_settings(self.config)[1]
         self.num_episodes = sim_cfg.num_episodes
         self.first_seed = sim_cfg.seed
         self.episode_length_s = sim_cfg.episode_length_s
@@ -99,7 +102,6 @@ class SimNode(Node):
 
     # -- commands (executor -> sim) -----------------------------------------------
     def _apply_arm(self, arm, values) -> None:
-        gripper_unit = self.config.output.gripper_unit
         if len(values) != len(arm.indices):
             self.get_logger().warning(f"{arm.command_namespace}: command with {len(values)} values, "
                                    f"expected {len(arm.indices)}; ignored", throttle_duration_sec=2.0)
@@ -108,11 +110,8 @@ class SimNode(Node):
         if not np.all(np.isfinite(values)):
             self.get_logger().warning(f"{arm.command_namespace}: non-finite command ignored", throttle_duration_sec=2.0)
             return
-        if arm.gripper is not None and gripper_unit != "normalized":
-            g = arm.gripper
-            raw = values[-1]
-            values[-1] = (g.normalize_finger(raw) if gripper_unit == "finger_m" else
-                          (raw - g.motor_closed_rad) / (g.motor_open_rad - g.motor_closed_rad))
+        if arm.gripper is not None:
+            values[-1] = arm.gripper.to_normalized(values[-1], self._gripper_unit)
         with self._command_cv:
             if self._command is None:
                 self._command = self.sim.state().joint_positions.copy()
