@@ -354,6 +354,7 @@ class PlanningSettings:
 
     enabled: bool = False
     num_candidates: int = 8
+    max_candidates: int = 16
     deadline_s: float = 5.0
     request_topic: str = "planner/request"
     result_topic: str = "planner/result"
@@ -398,6 +399,7 @@ class PlanningSettings:
         settings = cls(
             enabled=typed("enabled", bool),
             num_candidates=typed("num_candidates", int, lambda v: v >= 1, "an integer >= 1"),
+            max_candidates=typed("max_candidates", int, lambda v: v >= 1, "an integer >= 1"),
             deadline_s=typed("deadline_s", float, lambda v: v > 0, "seconds > 0"),
             request_topic=typed("request_topic", str, bool, "a topic name"),
             result_topic=typed("result_topic", str, bool, "a topic name"),
@@ -415,6 +417,10 @@ class PlanningSettings:
             max_batch_size=typed("max_batch_size", int, lambda v: v >= 0, "an integer >= 0 (0: no limit)"),
             seed=typed("seed", int),
         )
+        if settings.num_candidates > settings.max_candidates:
+            raise ConfigError(f"{where}.num_candidates: {settings.num_candidates} is more than "
+                              f"planning.max_candidates = {settings.max_candidates}; the planner would refuse "
+                              "every request")
         return settings
 
     def checkpoint_path(self) -> Path:
