@@ -170,7 +170,8 @@ def test_no_candidates_are_refused(config, rules):
 
 
 @pytest.mark.parametrize("change, field, text", [
-    (lambda m: setattr(m.images[0], "encoding", "yuv422"), "images[0] (cam_left_wrist)", "unsupported encoding 'yuv422'"),
+    (lambda m: setattr(m.images[0], "encoding", "yuv422"), "images[0] (cam_left_wrist)",
+     "unsupported encoding 'yuv422'"),
     (lambda m: setattr(m.images[2], "data", bytes(m.images[2].data)[:-5]), "images[2] (cam_high)",
      "data has 2299 bytes, expected step*height = 96*24 = 2304"),
     (lambda m: setattr(m.images[1], "height", 0), "images[1] (cam_right_wrist)", "empty image 0x32"),
@@ -208,7 +209,8 @@ def test_wrong_joints_horizon_and_chunk_fields_are_refused(config, rules):
         chunk.horizon = HORIZON - 1
         chunk.positions = np.asarray(chunk.positions)[: (HORIZON - 1) * config.dof]
     exc = refused(short, rules)
-    assert exc.field == "candidates[0].horizon" and f"{HORIZON - 1}, the planning model predicts after {HORIZON}" in str(exc)
+    assert exc.field == "candidates[0].horizon"
+    assert f"{HORIZON - 1}, the planning model predicts after {HORIZON}" in str(exc)
 
 
 def test_unknown_task_and_non_positive_deadline_are_refused(config, rules):

@@ -194,3 +194,37 @@ def test_refuses_what_it_cannot_score_and_never_falls_behind(planner_and_client)
                 "'refused images': 1", "'refused task': 1", f"'superseded': {len(superseded)}", "'expired': 1"):
         assert key in counts, (key, counts)
     print(f"planner final: requests {counts}, max backlog {max_backlog}")
+
+
+def test_node_answers_a_malformed_request_in_process_and_keeps_its_counts(tmp_path):
+    """The node's callback without a graph: a request whose fields validation did not foresee
+    is refused (not raised into the executor), and a valid one is planned by the worker."""
+    from types import SimpleNamespace
+
+    from rclpy.parameter import Parameter
+
+    from cosmos_policy_ros.nodes.planner_node import PlannerNode
+
+    config = load_config("aloha")
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=99)
+    node = PlannerNode(context=context, parameter_overrides=[Parameter("config_file", value=str(config.path))])
+    answers = []
+    node._answer = lambda msg, ok, message="", compute_s=0.0, scores=None: answers.append((msg.request_id, ok, message))
+    try:
+        broken = make_request(config, n=2, horizon=HORIZON)
+        broken = SimpleNamespace(**{f: getattr(broken, f) for f in ("header", "request_id", "task", "deadline",
+                                                                     "joint_positions", "camera_names", "images")},
+                                 candidates=[SimpleNamespace(chunk_id=0)])  # a candidate without fields
+        node._on_request(broken, {})
+        assert answers[-1][:2] == (7, False) and answers[-1][2].startswith("refused: request: AttributeError")
+        node._on_request(make_request(config, n=2, horizon=HORIZON), {"publisher_gid": None})
+        deadline = time.monotonic() + 60.0
+        while len(answers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert answers[-1][:2] == (7, True), answers
+        assert dict(node.stats.counts) == {"refused request": 1, "planned": 1}
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)

@@ -84,7 +84,8 @@ class PlanInputs:
 def _outside(values: np.ndarray, rules: RequestRules) -> np.ndarray:
     """Mask of entries (last axis = joints) that are non-finite or outside the limits + tolerance."""
     with np.errstate(invalid="ignore"):
-        return ~np.isfinite(values) | (values < rules.lower - rules.tolerance) | (values > rules.upper + rules.tolerance)
+        low, high = rules.lower - rules.tolerance, rules.upper + rules.tolerance
+        return ~np.isfinite(values) | (values < low) | (values > high)
 
 
 def _describe(value: float, joint: int, rules: RequestRules) -> str:

@@ -106,8 +106,9 @@ class PlannerNode(Node):
         if scores is not None:
             result.candidate_values = [float(v) for v in scores.candidate_values]
             result.chosen_index = scores.chosen_index
-            if scores.future_joint_positions is not None:
-                result.predicted_joint_positions = [float(v) for v in scores.future_joint_positions[scores.chosen_index]]
+            future = scores.future_joint_positions
+            if future is not None:
+                result.predicted_joint_positions = [float(v) for v in future[scores.chosen_index]]
         if self._stop:
             return  # shutting down: the context may already be gone
         self.result_pub.publish(result)
@@ -122,7 +123,12 @@ class PlannerNode(Node):
         tells clients apart when they leave header.frame_id empty."""
         received = time.monotonic()
         try:
-            inputs = validate_request(msg, self.rules)
+            try:
+                inputs = validate_request(msg, self.rules)
+            except (TypeError, ValueError, IndexError, AttributeError) as exc:  # a malformed field not foreseen
+                if isinstance(exc, RequestRefused):
+                    raise
+                raise RequestRefused("request", f"{type(exc).__name__}: {exc}") from exc
         except RequestRefused as exc:
             with self._stats_lock:
                 self.stats.refused(exc)
