@@ -263,6 +263,8 @@ class PlanningSettings:
 
     enabled: bool = False
     num_candidates: int = setting(8, _positive, "an integer >= 1")
+    # planner_node refuses requests with more candidates (N x ensemble must fit the device)
+    max_candidates: int = setting(16, _positive, "an integer >= 1")
     deadline_s: float = setting(5.0, _positive, "seconds > 0")
     request_topic: str = setting("planner/request", bool, "a topic name")
     result_topic: str = setting("planner/result", bool, "a topic name")
@@ -279,6 +281,11 @@ class PlanningSettings:
                                         ">= 1 (empty: the checkpoint's)", mutable=True)
     max_batch_size: int = setting(0, _non_negative, "an integer >= 0 (0: no limit)")
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_candidates > self.max_candidates:
+            raise ValueError(f"planning.num_candidates: {self.num_candidates} is more than planning.max_candidates "
+                             f"= {self.max_candidates}; the planner would refuse every request")
 
     @classmethod
     def from_config(cls, config: "RobotConfig") -> "PlanningSettings":

@@ -46,6 +46,10 @@ def test_record_label_convert_finetune_plan(tmp_path):
     config = yaml.safe_load((REPO / "config" / "aloha.yaml").read_text())
     config["planning"]["deadline_s"] = 120.0  # a loaded CI machine must not turn this into a fallback test
     config["execution"]["max_chunk_age_s"] = 150.0
+    # The tiny random policy samples joints up to ~6 rad outside the ViperX ranges, and
+    # planner_node refuses candidates outside the limits: widen them so its samples are planned.
+    config["limits"]["lower"] = [-20.0] * 14
+    config["limits"]["upper"] = [20.0] * 14
     config_path = tmp_path / "aloha_planning.yaml"
     config_path.write_text(yaml.safe_dump(config))
     assert main(["demo", "--config", str(config_path), "--policy", "cosmos", "--planning",

@@ -24,6 +24,9 @@ DEADLINE_S = 2.0
 CAMERAS = ("cam_high", "cam_left_wrist", "cam_right_wrist")
 
 
+GRIPPERS = [6, 13]  # normalized opening in [0, 1]: the planner refuses positions outside the limits
+
+
 class RandomCandidatePolicy:
     """Stands in for the policy model: N distinct random chunks in one call."""
 
@@ -31,13 +34,19 @@ class RandomCandidatePolicy:
 
     def sample_candidates(self, observation, num_candidates, seed=None):
         rng = np.random.default_rng(seed)
-        return [PolicyOutput(actions=rng.uniform(-0.3, 0.3, (50, 14)), predicted_value=0.5)
-                for _ in range(num_candidates)]
+        outputs = []
+        for _ in range(num_candidates):
+            actions = rng.uniform(-0.3, 0.3, (50, 14))
+            actions[:, GRIPPERS] += 0.5
+            outputs.append(PolicyOutput(actions=actions, predicted_value=0.5))
+        return outputs
 
 
 def make_obs():
     rng = np.random.default_rng(0)
-    return Observation(stamp_ns=1_000_000_000, task="transfer the cube", joint_positions=rng.uniform(-0.3, 0.3, 14),
+    joints = rng.uniform(-0.3, 0.3, 14)
+    joints[GRIPPERS] += 0.5
+    return Observation(stamp_ns=1_000_000_000, task="transfer the cube", joint_positions=joints,
                        images={cam: rng.integers(0, 256, (120, 160, 3), dtype=np.uint8) for cam in CAMERAS})
 
 

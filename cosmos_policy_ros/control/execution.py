@@ -18,7 +18,6 @@ re-based to start at step 0 on the tick it takes over.
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -188,8 +187,7 @@ class ChunkExecutor:
     def from_config(cls, config: RobotConfig) -> "ChunkExecutor":
         """Build from a robot config: its ``joint_names``, ``limits`` (see
         ``JointLimits.from_config``) and ``execution`` settings."""
-        limits = JointLimits.from_config(dataclasses.asdict(config.limits), config.joint_names,
-                                         f"{config.path}: limits")
+        limits = JointLimits.from_robot_config(config)
         settings = config.execution
         return cls(config.joint_names, SafetyFilter(limits), blend_ticks=settings.blend_ticks,
                    max_chunk_age_s=settings.max_chunk_age_s, max_future_s=settings.max_future_s,

@@ -11,12 +11,13 @@ order of ``JointLimits.joint_names``. Nothing here imports ROS.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from cosmos_policy_ros.config import ConfigError
+from cosmos_policy_ros.config import ConfigError, RobotConfig
 
 LIMIT_KEYS = ("lower", "upper", "max_step_per_tick")
 
@@ -63,6 +64,11 @@ class JointLimits:
     @property
     def dof(self) -> int:
         return len(self.joint_names)
+
+    @classmethod
+    def from_robot_config(cls, config: "RobotConfig") -> "JointLimits":
+        """The robot YAML's ``limits`` section for its ``joint_names``."""
+        return cls.from_config(dataclasses.asdict(config.limits), config.joint_names, f"{config.path}: limits")
 
     @classmethod
     def from_config(

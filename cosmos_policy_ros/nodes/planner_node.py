@@ -6,63 +6,55 @@ candidates with `planning.ModelPlanner` (all candidates x ensemble batched) and 
 `planner/result`. Then, off the decision's critical path, it decodes the chosen chunk's
 predicted camera frames and publishes them as rgb8 sensor_msgs/Image on
 `planner/imagination/<camera>` (stamped with the time they depict: observation time + chunk
-duration). Requests are worked on newest first: one that arrives while the model is busy
-replaces the waiting one, and one whose deadline has passed before work starts is skipped
-(its client has already executed candidate 0).
+duration).
+
+Every request gets exactly one answer. On arrival it is validated
+(`plan_requests.validate_request`: joints and candidates finite and within the robot YAML's
+limits, cameras, images, task, at most `planning.max_candidates` candidates); a request that
+cannot be scored is answered ok=false at once, naming the field and the value. Valid ones
+wait, at most one per client (`plan_requests.NewestPerClient`): a newer request from the same
+client answers the waiting one "superseded". One whose deadline has passed when the model
+would start it is answered "expired" without computing (its client has executed candidate 0).
 """
 from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
 
-import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from cosmos_policy_ros.config import ConfigError
+from cosmos_policy_ros.control.plan_requests import (
+    NewestPerClient,
+    PlannerStats,
+    RequestRefused,
+    RequestRules,
+    Waiting,
+    client_key,
+    deadline_passed,
+    validate_request,
+)
 from cosmos_policy_ros.control.planning import PlanningSettings, make_model_planner
 from cosmos_policy_ros.msg import PlanRequest, PlanResult
 from cosmos_policy_ros.nodes.common import declare_config, reliable_qos, run_node
-from cosmos_policy_ros.nodes.messages import duration_to_seconds, rgb_to_image_msg
+from cosmos_policy_ros.nodes.messages import duration_to_seconds, rgb_to_image_msg, stamp_to_ns
+
+# Requests taken in per callback round before the executor: a burst from a client that
+# does not wait for answers is superseded here instead of being dropped unanswered by DDS.
+REQUEST_QUEUE_DEPTH = 20
 
 
-def request_to_inputs(msg, joint_names: tuple[str, ...]):
-    """PlanRequest -> (Observation, candidates [N, horizon, dof] in ``joint_names`` order).
-
-    Raises ValueError naming what does not fit (joints, shapes, images).
-    """
-    from cosmos_policy_ros.nodes.messages import (
-        image_msg_to_rgb,
-        msg_to_chunk,
-        stamp_to_ns,
-    )
-    from cosmos_policy_ros.types import Observation
-
-    if not msg.candidates:
-        raise ValueError("request has no candidates")
-    chunks = [msg_to_chunk(c) for c in msg.candidates]
-    names = chunks[0].joint_names
-    if any(c.joint_names != names for c in chunks):
-        raise ValueError("candidates disagree on joint_names")
-    if set(names) != set(joint_names) or len(names) != len(joint_names):
-        raise ValueError(f"candidates have joints {list(names)}, the planning model needs {list(joint_names)}")
-    order = [names.index(n) for n in joint_names]
-    horizons = {c.horizon for c in chunks}
-    if len(horizons) != 1:
-        raise ValueError(f"candidates have different horizons {sorted(horizons)}")
-    candidates = np.stack([c.positions[:, order] for c in chunks])
-    joints = np.asarray(msg.joint_positions, dtype=np.float64)
-    if joints.shape != (len(names),):
-        raise ValueError(f"joint_positions has {joints.size} entries, expected {len(names)}")
-    if len(msg.camera_names) != len(msg.images):
-        raise ValueError(f"{len(msg.camera_names)} camera names for {len(msg.images)} images")
-    images = {name: image_msg_to_rgb(img) for name, img in zip(msg.camera_names, msg.images)}
-    observation = Observation(stamp_ns=stamp_to_ns(msg.header.stamp), images=images,
-                              joint_positions=joints[order], task=msg.task)
-    return observation, candidates, chunks[0]
+def planner_rules(config, settings: PlanningSettings, planner) -> RequestRules:
+    """What ``planner`` (a ModelPlanner) accepts, with the robot YAML's limits."""
+    model = getattr(planner, "model", None)
+    table = getattr(getattr(model, "checkpoint", None), "text_embeddings", None)
+    return RequestRules.from_config(
+        config, settings.max_candidates, planner.joint_names, planner.camera_names, planner.chunk_size,
+        tasks=None if table is None else set(table),
+        default_task=getattr(getattr(model, "config", None), "default_task", "") or "")
 
 
 class PlannerNode(Node):
@@ -75,102 +67,124 @@ class PlannerNode(Node):
             self.settings = PlanningSettings.from_config(self.config)
             started = time.perf_counter()
             self.planner = make_model_planner(self.config, self.settings)
-        except ConfigError as exc:
+            self.rules = planner_rules(self.config, self.settings, self.planner)
+        except (ConfigError, ValueError) as exc:
             self.get_logger().fatal(str(exc))
-            raise
+            raise ConfigError(str(exc)) from exc
         s = self.settings
-        self.result_pub = self.create_publisher(PlanResult, s.result_topic, reliable_qos(10))
+        self.result_pub = self.create_publisher(PlanResult, s.result_topic, reliable_qos(REQUEST_QUEUE_DEPTH))
         self.imagination_pubs = {}
         if s.publish_imagination:
             self.imagination_pubs = {
                 cam: self.create_publisher(Image, f"{s.imagination_topic}/{cam}", reliable_qos(2))
                 for cam in self.planner.camera_names}
+        self.stats = PlannerStats()
+        self._stats_lock = threading.Lock()
+        self.waiting = NewestPerClient()
+        self._stop = False
         # Own group: a long model call never delays taking in the next request.
-        self.create_subscription(PlanRequest, s.request_topic, self._on_request, reliable_qos(2),
+        self.create_subscription(PlanRequest, s.request_topic, self._on_request, reliable_qos(REQUEST_QUEUE_DEPTH),
                                  callback_group=MutuallyExclusiveCallbackGroup())
         # Statistics on the steady clock: with use_sim_time a slow sim would silence them.
         self.create_timer(5.0, self._log_stats, clock=Clock(clock_type=ClockType.STEADY_TIME))
-        self.counts: Counter[str] = Counter()
-        self.compute_s: list[float] = []
-        self._cond = threading.Condition()
-        self._waiting = None  # (msg, monotonic receive time)
-        self._stop = False
         self._worker = threading.Thread(target=self._work, daemon=True)
         self._worker.start()
         self.get_logger().info(
             f"planner ready in {time.perf_counter() - started:.1f} s: {s.checkpoint_path()} on "
             f"{self.planner.model.device}; ensemble {s.num_future_samples} future x {s.num_value_samples} value "
-            f"samples, aggregation {s.aggregation}; listening on '{s.request_topic}'")
+            f"samples, aggregation {s.aggregation}; at most {s.max_candidates} candidates; "
+            f"listening on '{s.request_topic}'")
 
-    def _on_request(self, msg) -> None:
-        with self._cond:
-            if self._waiting is not None:
-                self.counts["superseded"] += 1
-            self._waiting = (msg, time.monotonic())
-            self._cond.notify()
+    # ------------------------------------------------------------------ answers
+    def _answer(self, msg, ok: bool, message: str = "", compute_s: float = 0.0, scores=None) -> None:
+        result = PlanResult()
+        result.header = msg.header
+        result.request_id = msg.request_id
+        result.ok = ok
+        result.message = message
+        result.compute_time = float(compute_s)
+        if scores is not None:
+            result.candidate_values = [float(v) for v in scores.candidate_values]
+            result.chosen_index = scores.chosen_index
+            future = scores.future_joint_positions
+            if future is not None:
+                result.predicted_joint_positions = [float(v) for v in future[scores.chosen_index]]
+        if self._stop:
+            return  # shutting down: the context may already be gone
+        self.result_pub.publish(result)
+
+    def _count(self, outcome: str) -> None:
+        with self._stats_lock:
+            self.stats.counts[outcome] += 1
+
+    # ------------------------------------------------------------------ requests in
+    def _on_request(self, msg, info) -> None:
+        """``info``: rclpy's MessageInfo (two parameters make rclpy pass it); its publisher GID
+        tells clients apart when they leave header.frame_id empty."""
+        received = time.monotonic()
+        try:
+            try:
+                inputs = validate_request(msg, self.rules)
+            except (TypeError, ValueError, IndexError, AttributeError) as exc:  # a malformed field not foreseen
+                if isinstance(exc, RequestRefused):
+                    raise
+                raise RequestRefused("request", f"{type(exc).__name__}: {exc}") from exc
+        except RequestRefused as exc:
+            with self._stats_lock:
+                self.stats.refused(exc)
+            self.get_logger().warning(f"request {msg.request_id} refused: {exc}", throttle_duration_sec=5.0)
+            self._answer(msg, False, f"refused: {exc}", time.monotonic() - received)
+            return
+        client = client_key(msg.header.frame_id, (info or {}).get("publisher_gid"))
+        older = self.waiting.put(Waiting(client, msg, inputs, received))
+        if older is not None:
+            self._count("superseded")
+            self._answer(older.request, False, f"superseded: request {msg.request_id} from the same client "
+                                               f"arrived before the planner started this one")
 
     def _work(self) -> None:
         while True:
-            with self._cond:
-                while self._waiting is None and not self._stop:
-                    self._cond.wait()
-                if self._stop:
-                    return
-                msg, received = self._waiting
-                self._waiting = None
-            if time.monotonic() - received > duration_to_seconds(msg.deadline):
-                self.counts["expired"] += 1
+            item = self.waiting.take()
+            if item is None:
+                return
+            msg = item.request
+            deadline_s = duration_to_seconds(msg.deadline)
+            waited_s = time.monotonic() - item.received_s
+            if deadline_passed(item.received_s, deadline_s, time.monotonic()):
+                self._count("expired")
+                self._answer(msg, False, f"expired: waited {waited_s:.2f} s for the planner, "
+                                         f"deadline {deadline_s:.2f} s")
                 continue
             try:
-                self._plan(msg)
+                self._plan(msg, item.inputs)
             except Exception as exc:  # noqa: BLE001 - e.g. publishing while the context shuts down
                 if self._stop:
                     return
                 self.get_logger().error(f"request {msg.request_id}: {exc!r}", throttle_duration_sec=5.0)
 
-    def _plan(self, msg) -> None:
-        result = PlanResult()
-        result.header = msg.header
-        result.request_id = msg.request_id
+    def _plan(self, msg, inputs) -> None:
         started = time.perf_counter()
-        chosen_chunk = encoded = first = None
         try:
-            observation, candidates, first = request_to_inputs(msg, self.planner.joint_names)
-            if candidates.shape[1] != self.planner.chunk_size:
-                raise ValueError(f"candidates have horizon {candidates.shape[1]}, "
-                                 f"the planning model predicts after {self.planner.chunk_size} steps")
-            encoded = self.planner.encode(observation)
-            scores = self.planner.score(encoded, candidates)
-            result.candidate_values = [float(v) for v in scores.candidate_values]
-            result.chosen_index = scores.chosen_index
-            if scores.future_joint_positions is not None:
-                result.predicted_joint_positions = [float(v) for v in scores.future_joint_positions[scores.chosen_index]]
-            result.ok = True
-            chosen_chunk = candidates[scores.chosen_index]
-            self.counts["planned"] += 1
-        except Exception as exc:  # noqa: BLE001 - a bad request or model error is answered, not fatal
-            result.ok = False
-            result.message = f"{type(exc).__name__}: {exc}"
-            self.counts["failed"] += 1
-            self.get_logger().error(f"request {msg.request_id}: {result.message}", throttle_duration_sec=5.0)
-        result.compute_time = time.perf_counter() - started
-        self.compute_s = (self.compute_s + [result.compute_time])[-50:]
-        if self._stop:
-            return  # shutting down: the context may already be gone
-        self.result_pub.publish(result)
-        self.get_logger().debug(f"request {msg.request_id}: ok {result.ok}, chosen {result.chosen_index}, "
-                                f"{result.compute_time:.2f} s")
-        if chosen_chunk is not None and self.imagination_pubs:
-            with self._cond:
-                busy = self._waiting is not None
-            if busy:  # a request is waiting: planning it matters more than the picture
-                self.counts["imagination_skipped"] += 1
+            encoded = self.planner.encode(inputs.observation)
+            scores = self.planner.score(encoded, inputs.candidates)
+        except Exception as exc:  # noqa: BLE001 - a model error is answered, not fatal
+            self._count("failed")
+            message = f"{type(exc).__name__}: {exc}"
+            self.get_logger().error(f"request {msg.request_id}: {message}", throttle_duration_sec=5.0)
+            self._answer(msg, False, message, time.perf_counter() - started)
+            return
+        compute_s = time.perf_counter() - started
+        with self._stats_lock:
+            self.stats.planned(compute_s)
+        self._answer(msg, True, "", compute_s, scores)
+        self.get_logger().debug(f"request {msg.request_id}: chosen {scores.chosen_index}, {compute_s:.2f} s")
+        if self.imagination_pubs and not self._stop:
+            if len(self.waiting):  # a request is waiting: planning it matters more than the picture
+                self._count("imagination_skipped")
             else:
-                self._publish_imagination(encoded, chosen_chunk, msg, first)
+                self._publish_imagination(encoded, inputs.candidates[scores.chosen_index], msg, inputs.first_chunk)
 
     def _publish_imagination(self, encoded, chunk, msg, first) -> None:
-        from cosmos_policy_ros.nodes.messages import stamp_to_ns
-
         try:
             frames = self.planner.imagine(encoded, chunk)
         except Exception as exc:  # noqa: BLE001 - visualization only
@@ -182,20 +196,22 @@ class PlannerNode(Node):
             if pub is not None:
                 pub.publish(rgb_to_image_msg(rgb, depicted_ns, frame_id=cam))
 
+    def stats_line(self) -> str:
+        with self._stats_lock:
+            return self.stats.summary(self.waiting.max_backlog)
+
     def _log_stats(self) -> None:
-        mean = f"{np.mean(self.compute_s):.2f} s" if self.compute_s else "-"
-        self.get_logger().info(f"requests {dict(self.counts) or 'none yet'}, compute time mean {mean}")
+        self.get_logger().info(self.stats_line())
 
     def close(self) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify()
+        self._stop = True
+        self.waiting.close()
         # Let a running model call finish: exiting under it aborts the process.
         self._worker.join(timeout=30.0)
         if self.context.ok():
-            self._log_stats()
+            self.get_logger().info(f"final: {self.stats_line()}")
         else:
-            print(f"[planner_node] final: requests {dict(self.counts) or 'none'}", flush=True)
+            print(f"[planner_node] final: {self.stats_line()}", flush=True)
 
 
 def make_planner_node(**node_options):
