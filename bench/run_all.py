@@ -131,7 +131,8 @@ class _RosLoopback:
 
 def run_overhead_bench(policy, repeats: int = 10) -> dict:
     from cosmos_policy_ros.control.images import image_to_rgb
-    from cosmos_policy_ros.nodes.messages import chunk_to_msg, image_msg_to_rgb, rgb_to_image_msg
+    from cosmos_policy_ros.control.images import image_message_to_rgb
+    from cosmos_policy_ros.nodes.messages import chunk_to_msg, rgb_to_image_msg
     from cosmos_policy_ros.control.observation import ObservationAssembler
     from cosmos_policy_ros.types import ActionChunk
 
@@ -192,7 +193,7 @@ def run_overhead_bench(policy, repeats: int = 10) -> dict:
             t0 = time.perf_counter()
             received = ros.round_trip(messages)
             now = time.time_ns()
-            observation = observe(now, {cam: image_msg_to_rgb(received[cam]) for cam in cameras})
+            observation = observe(now, {cam: image_message_to_rgb(received[cam]) for cam in cameras})
             t1 = time.perf_counter()
             output = policy.infer(observation)
             t2 = time.perf_counter()

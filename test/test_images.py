@@ -63,3 +63,35 @@ def test_round_trip_fields():
     fields = rgb_to_image_fields(RGB)
     np.testing.assert_array_equal(image_to_rgb(fields["encoding"], fields["height"], fields["width"], fields["step"],
                                                fields["data"]), RGB)
+
+
+def test_rclpy_and_bag_messages_decode_through_the_same_function(tmp_path):
+    """Inference (rclpy message) and training (rosbags-deserialized message) share one decoder."""
+    from types import SimpleNamespace
+
+    from cosmos_policy_ros.control.images import image_message_to_rgb
+
+    fields = rgb_to_image_fields(RGB)
+    rclpy_like = SimpleNamespace(**fields)
+    bag_like = SimpleNamespace(**{**fields, "data": np.frombuffer(fields["data"], np.uint8)})
+    np.testing.assert_array_equal(image_message_to_rgb(rclpy_like), RGB)
+    np.testing.assert_array_equal(image_message_to_rgb(bag_like), RGB)
+    jpeg = SimpleNamespace(format="jpeg", data=rgb_to_jpeg(RGB))
+    np.testing.assert_array_equal(image_message_to_rgb(jpeg), compressed_to_rgb("jpeg", jpeg.data))
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "bgra8", "mono8"])
+def test_cv_bridge_where_installed_gives_identical_arrays(encoding):
+    """cv_bridge is not used by the package; where it is installed it must agree with the
+    package's decoder, so data recorded on either kind of machine means the same pixels."""
+    cv_bridge = pytest.importorskip("cv_bridge", reason="cv_bridge not installed (not on PyPI for ROS 2)")
+    from sensor_msgs.msg import Image
+
+    from cosmos_policy_ros.control.images import image_message_to_rgb
+
+    channels = {"rgb8": RGB, "bgr8": RGB[:, :, ::-1], "mono8": RGB[:, :, :1],
+                "bgra8": np.concatenate([RGB[:, :, ::-1], np.full((6, 5, 1), 255, np.uint8)], 2)}[encoding]
+    msg = Image(height=6, width=5, encoding=encoding, step=5 * channels.shape[2],
+                data=np.ascontiguousarray(channels).tobytes())
+    theirs = np.asarray(cv_bridge.CvBridge().imgmsg_to_cv2(msg, desired_encoding="rgb8"))
+    np.testing.assert_array_equal(image_message_to_rgb(msg), theirs)

@@ -6,11 +6,18 @@ import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
-from cosmos_policy_ros.nodes.messages import (chunk_to_msg, image_msg_to_rgb, msg_to_chunk, ns_to_stamp,  # noqa: E402
-                                        rgb_to_image_msg, stamp_to_ns)
 from cosmos_policy_ros.msg import ActionChunk, EpisodeEvent, PlanRequest, PlanResult  # noqa: E402
-from cosmos_policy_ros.types import ActionChunk as Chunk  # noqa: E402
 from ros_harness import Harness  # noqa: E402
+
+from cosmos_policy_ros.control.images import image_message_to_rgb  # noqa: E402
+from cosmos_policy_ros.nodes.messages import (  # noqa: E402
+    chunk_to_msg,
+    msg_to_chunk,
+    ns_to_stamp,
+    rgb_to_image_msg,
+    stamp_to_ns,
+)
+from cosmos_policy_ros.types import ActionChunk as Chunk  # noqa: E402
 
 NAMES = tuple(f"j{i}" for i in range(14))
 
@@ -68,7 +75,7 @@ def test_publish_subscribe_round_trip(rclpy_context):
         np.testing.assert_array_equal(msg_to_chunk(got["rt/chunk"]).positions, chunk.positions)
         req = got["rt/request"]
         assert req.request_id == 7 and len(req.candidates) == 2
-        np.testing.assert_array_equal(image_msg_to_rgb(req.images[0]), np.arange(60, dtype=np.uint8).reshape(4, 5, 3))
+        np.testing.assert_array_equal(image_message_to_rgb(req.images[0]), np.arange(60, dtype=np.uint8).reshape(4, 5, 3))
         assert msg_to_chunk(req.candidates[1]).predicted_value == pytest.approx(0.1)
         assert list(got["rt/result"].candidate_values) == pytest.approx([0.2, 0.9]) and got["rt/result"].chosen_index == 1
         ev = got["rt/event"]

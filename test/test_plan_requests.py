@@ -9,7 +9,7 @@ import yaml
 pytest.importorskip("cosmos_policy_ros.msg")
 
 from cosmos_policy_ros.config import ConfigError, load_config  # noqa: E402
-from cosmos_policy_ros.control.plan_requests import (  # noqa: E402
+from cosmos_policy_ros.nodes.plan_requests import (  # noqa: E402
     LIMIT_TOLERANCE,
     NewestPerClient,
     PlannerStats,

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("rclpy")
 from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
 
-from cosmos_policy_ros.control.images import rgb_to_jpeg  # noqa: E402
+from cosmos_policy_ros.control.images import image_message_to_rgb, rgb_to_jpeg  # noqa: E402
 from cosmos_policy_ros.nodes.messages import msg_to_chunk, ns_to_stamp, rgb_to_image_msg  # noqa: E402
 from cosmos_policy_ros.msg import ActionChunk as ActionChunkMsg  # noqa: E402
 from cosmos_policy_ros.nodes.policy_node import make_policy_node  # noqa: E402
@@ -152,7 +152,7 @@ def test_compressed_transport(rclpy_context, replay_config, tmp_path):
                 pub.publish(js)
             time.sleep(0.05)
         assert h.messages("action_chunk")
-        image = node._decode_image(node.assembler._images["cam_high"].value)
+        image = image_message_to_rgb(node.assembler._images["cam_high"].value)
         assert image.shape == (24, 32, 3) and abs(int(image.mean()) - 200) <= 3
     finally:
         h.close()

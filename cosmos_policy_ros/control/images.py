@@ -2,8 +2,9 @@
 
 Functions take the message fields, not ROS objects, so they are tested without ROS. Every
 malformed input raises `ImageConversionError` with the reason; callers count it and keep
-running. `cv_bridge` is used by the node when installed (its conversions are faster for
-exotic encodings); these cover what ALOHA cameras publish.
+running. This is the only decoder, for inference and training alike; cv_bridge is not used
+(a test checks it gives identical arrays where it is installed). These cover what ALOHA
+cameras publish.
 """
 from __future__ import annotations
 
@@ -82,6 +83,18 @@ def compressed_to_rgb(format_: str, data) -> np.ndarray:
             return np.asarray(img.convert("RGB"))
     except (UnidentifiedImageError, OSError) as exc:
         raise ImageConversionError(f"cannot decode compressed image (format {format_!r}): {exc}") from exc
+
+
+def image_message_to_rgb(msg) -> np.ndarray:
+    """A sensor_msgs/Image or CompressedImage (rclpy or rosbags message) -> uint8 RGB.
+
+    The one decode path of the package: the policy node, the planner and the bag-to-dataset
+    conversion all call it, so a model sees at run time the pixels it was trained on.
+    ImageConversionError on bad input.
+    """
+    if hasattr(msg, "encoding"):
+        return image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+    return compressed_to_rgb(msg.format, msg.data)
 
 
 def rgb_to_image_fields(rgb: np.ndarray) -> dict:

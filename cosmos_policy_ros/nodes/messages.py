@@ -87,10 +87,3 @@ def rgb_to_image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str = ""):
     return msg
 
 
-def image_msg_to_rgb(msg) -> np.ndarray:
-    """sensor_msgs/Image or CompressedImage -> uint8 RGB; ImageConversionError on bad input."""
-    from cosmos_policy_ros.control.images import compressed_to_rgb, image_to_rgb
-
-    if hasattr(msg, "encoding"):
-        return image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
-    return compressed_to_rgb(msg.format, msg.data)

@@ -27,7 +27,15 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from cosmos_policy_ros.config import ConfigError
-from cosmos_policy_ros.control.plan_requests import (
+from cosmos_policy_ros.control.planning import PlanningSettings, make_model_planner
+from cosmos_policy_ros.msg import PlanRequest, PlanResult
+from cosmos_policy_ros.nodes.common import declare_config, reliable_qos, run_node
+from cosmos_policy_ros.nodes.messages import (
+    duration_to_seconds,
+    rgb_to_image_msg,
+    stamp_to_ns,
+)
+from cosmos_policy_ros.nodes.plan_requests import (
     NewestPerClient,
     PlannerStats,
     RequestRefused,
@@ -37,10 +45,6 @@ from cosmos_policy_ros.control.plan_requests import (
     deadline_passed,
     validate_request,
 )
-from cosmos_policy_ros.control.planning import PlanningSettings, make_model_planner
-from cosmos_policy_ros.msg import PlanRequest, PlanResult
-from cosmos_policy_ros.nodes.common import declare_config, reliable_qos, run_node
-from cosmos_policy_ros.nodes.messages import duration_to_seconds, rgb_to_image_msg, stamp_to_ns
 
 # Requests taken in per callback round before the executor: a burst from a client that
 # does not wait for answers is superseded here instead of being dropped unanswered by DDS.

@@ -23,7 +23,11 @@ from cosmos_policy_ros.config import (
     ConfigError,
 )
 from cosmos_policy_ros.control.execution import InferenceTrigger
-from cosmos_policy_ros.control.images import ImageConversionError, check_image
+from cosmos_policy_ros.control.images import (
+    ImageConversionError,
+    check_image,
+    image_message_to_rgb,
+)
 from cosmos_policy_ros.control.observation import ObservationAssembler
 from cosmos_policy_ros.control.policies import make_policy
 from cosmos_policy_ros.msg import ActionChunk, EpisodeEvent
@@ -35,17 +39,8 @@ from cosmos_policy_ros.nodes.common import (
     run_node,
     sensor_qos,
 )
-from cosmos_policy_ros.nodes.messages import chunk_to_msg, image_msg_to_rgb, stamp_to_ns
+from cosmos_policy_ros.nodes.messages import chunk_to_msg, stamp_to_ns
 from cosmos_policy_ros.types import ActionChunk as Chunk
-
-
-def _cv_bridge():
-    try:
-        from cv_bridge import CvBridge
-
-        return CvBridge()
-    except Exception:  # noqa: BLE001 - optional dependency; any import failure means "not there"
-        return None
 
 
 def policy_control_period_s(policy, default_s: float) -> float:
@@ -79,7 +74,6 @@ class PolicyNode(Node):
             except KeyError as exc:
                 raise ConfigError(f"{self.config.path}: policy.task: {exc.args[0]}") from exc
         self.chunk_period_s = policy_control_period_s(self.policy, self.config.control_period_s)
-        self.bridge = _cv_bridge()
         self.errors: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._chunk_id = 0
@@ -107,8 +101,7 @@ class PolicyNode(Node):
         self.create_timer(5.0, self._log_stats)
         self._worker = None
         self.get_logger().info(f"policy '{policy_cfg.type}' ready; cameras "
-                               f"{[c.name for c in self.config.cameras]}, {self.config.dof} joints, "
-                               f"cv_bridge {'used' if self.bridge else 'not installed (numpy conversion)'}")
+                               f"{[c.name for c in self.config.cameras]}, {self.config.dof} joints")
 
     # -- inputs --------------------------------------------------------------------
     def _on_image(self, camera: str, msg) -> None:
@@ -125,14 +118,6 @@ class PolicyNode(Node):
             return
         with self._lock:
             self.assembler.add_image(camera, stamp_to_ns(msg.header.stamp), msg)
-
-    def _decode_image(self, msg) -> np.ndarray:
-        if self.bridge is not None and hasattr(msg, "encoding"):
-            try:
-                return np.asarray(self.bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
-            except Exception as exc:  # noqa: BLE001 - cv_bridge raises its own error types
-                raise ImageConversionError(str(exc)) from exc
-        return image_msg_to_rgb(msg)
 
     def _on_joint_state(self, arm: str, msg) -> None:
         try:
@@ -163,7 +148,7 @@ class PolicyNode(Node):
         with self._lock:
             if self._busy.is_set() or not self.trigger.should_request(t):
                 return
-            observation = self.assembler.assemble(t, decode=self._decode_image)
+            observation = self.assembler.assemble(t, decode=image_message_to_rgb)
             if observation is None:
                 return
             self.trigger.request_started(t)

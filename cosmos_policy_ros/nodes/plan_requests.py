@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from cosmos_policy_ros.control.images import ImageConversionError
+from cosmos_policy_ros.control.images import ImageConversionError, image_message_to_rgb
 from cosmos_policy_ros.control.safety import JointLimits
 from cosmos_policy_ros.types import ActionChunk, Observation
 
@@ -101,7 +101,6 @@ def validate_request(request, rules: RequestRules) -> PlanInputs:
     for the first that does not fit. Images are decoded here (rgb8 without a copy)."""
     from cosmos_policy_ros.nodes.messages import (  # plain converters, no ROS imports
         duration_to_seconds,
-        image_msg_to_rgb,
         msg_to_chunk,
         stamp_to_ns,
     )
@@ -164,7 +163,7 @@ def validate_request(request, rules: RequestRules) -> PlanInputs:
     for cam in rules.camera_names:  # cameras the model does not use are not decoded
         index = cameras.index(cam)
         try:
-            images[cam] = image_msg_to_rgb(request.images[index])
+            images[cam] = image_message_to_rgb(request.images[index])
         except ImageConversionError as exc:
             raise RequestRefused(f"images[{index}] ({cam})", str(exc)) from None
 
