@@ -273,6 +273,10 @@ class SimNode(Node):
         period_ns = 20_000_000
         episode = 0
         self._wait_for_graph()
+        if self.eval_mode:
+            # A valid time before the first state, so nodes log that state at its own time.
+            self.clock_pub.publish(Clock(clock=ns_to_stamp(sim_time_ns - period_ns)))
+            time.sleep(0.1)
         while not self._stop.is_set() and (self.num_episodes <= 0 or episode < self.num_episodes):
             seed = self.first_seed + episode
             episode_id = f"{self.config.robot}_sim_seed{seed}"
