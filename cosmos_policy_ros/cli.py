@@ -1,7 +1,7 @@
 """`cosmos-policy-ros` command line: the closed-loop demo and the offline tools.
 
 Subcommands: demo, label, make-tiny-checkpoint, convert-checkpoint, bags-to-dataset,
-train, export-onnx, demos, train-vae, eval, embedded-model. Each tool module exposes `add_*_arguments(parser)` and `run_*(args)`.
+train, export-onnx, demos, eval. Each tool module exposes `add_*_arguments(parser)` and `run_*(args)`.
 """
 from __future__ import annotations
 
@@ -26,12 +26,8 @@ TOOLS = {
                     "export a checkpoint's denoiser to ONNX"),
     "demos": ("cosmos_policy_ros.learning.demos", "add_demos_arguments", "run_demos",
               "scripted-expert transfer-cube demonstrations -> training HDF5 episodes (in-process sim)"),
-    "train-vae": ("cosmos_policy_ros.learning.vae", "add_train_vae_arguments", "run_train_vae",
-                  "train a small Wan VAE on sim images into a checkpoint's vae/"),
     "eval": ("cosmos_policy_ros.learning.evaluation", "add_eval_arguments", "run_eval",
              "success rate over held-out seeds through the ROS graph (eval mode)"),
-    "embedded-model": ("cosmos_policy_ros.learning.embedded_model", "add_embedded_model_arguments",
-                       "run_embedded_model", "rebuild the embedded model: demos -> VAE -> policy"),
 }
 
 
