@@ -9,7 +9,7 @@ export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 export ROS_LOCALHOST_ONLY ?= 1
 
-.PHONY: setup demo test bench msgs sysdeps clean
+.PHONY: setup demo test bench msgs sysdeps clean eval
 
 setup: $(STAMP) msgs
 
@@ -33,6 +33,11 @@ demo: setup
 	$(VENV)/bin/cosmos-policy-ros demo --config config/aloha.yaml $(DEMO_ARGS)
 	@if [ -z "$(DEMO_ARGS)" ]; then \
 	  $(VENV)/bin/cosmos-policy-ros demo --config config/aloha.yaml --policy cosmos --episode-length 4 --out out/demo_cosmos; fi
+
+# Success rate over K held-out seeds (from 100000; demos use lower seeds) through the ROS
+# graph in eval mode; table, out/eval/eval.json and eval.png. EVAL_ARGS e.g. --checkpoint DIR.
+eval: setup
+	$(VENV)/bin/cosmos-policy-ros eval --config config/aloha.yaml --out out/eval $(EVAL_ARGS)
 
 test: setup
 	$(PY) -m pytest -q test $(PYTEST_ARGS)

@@ -1,7 +1,7 @@
 """`cosmos-policy-ros` command line: the closed-loop demo and the offline tools.
 
 Subcommands: demo, label, make-tiny-checkpoint, convert-checkpoint, bags-to-dataset,
-train, export-onnx. Each tool module exposes `add_*_arguments(parser)` and `run_*(args)`.
+train, export-onnx, demos, eval. Each tool module exposes `add_*_arguments(parser)` and `run_*(args)`.
 """
 from __future__ import annotations
 
@@ -24,6 +24,10 @@ TOOLS = {
               "fine-tune a checkpoint folder (policy / world model / value objectives)"),
     "export-onnx": ("cosmos_policy_ros.model.onnx_backend", "add_export_onnx_arguments", "run_export_onnx",
                     "export a checkpoint's denoiser to ONNX"),
+    "demos": ("cosmos_policy_ros.learning.demos", "add_demos_arguments", "run_demos",
+              "scripted-expert transfer-cube demonstrations -> training HDF5 episodes (in-process sim)"),
+    "eval": ("cosmos_policy_ros.learning.evaluation", "add_eval_arguments", "run_eval",
+             "success rate over held-out seeds through the ROS graph (eval mode)"),
 }
 
 
@@ -40,15 +44,42 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--record", default="", help="record rollouts (rosbag2 MCAP) into this folder")
     parser.add_argument("--out", default="out/demo", help="logs and results.json go here")
     parser.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds (default: generous)")
+    parser.add_argument("--eval-mode", action="store_true",
+                        help="sim time stops while the executor waits for a chunk (blocking trigger)")
+
+
+# Eval mode: the sim stops while the executor has no chunk, and the policy asks for the
+# next chunk only when the running one is done, so compute time cannot change the outcome.
+EVAL_MODE_OVERRIDES = {"sim.eval_mode": True, "policy.trigger": "blocking"}
+
+
+def write_effective_config(config_path: str, overrides: dict, out: Path) -> Path:
+    """The robot YAML with `overrides` ('section.key' -> value) applied, written to
+    out/config.yaml (validated) so every node reads the same settings."""
+    import yaml
+
+    from cosmos_policy_ros.config import load_config, resolve_config_path
+
+    raw = yaml.safe_load(resolve_config_path(config_path).read_text()) or {}
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        raw.setdefault(section, {})[key] = value
+    path = out / "config.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    load_config(path)
+    return path
 
 
 def run_demo(args: argparse.Namespace) -> int:
     from cosmos_policy_ros.config import load_config
     from cosmos_policy_ros.nodes.launcher import Graph, ros_env, tail
 
-    config = load_config(args.config)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    config = load_config(args.config)
+    if getattr(args, "eval_mode", False):
+        config = load_config(write_effective_config(args.config, EVAL_MODE_OVERRIDES, out))
+    mode = "eval (sim time stops while no chunk runs)" if config.sim.eval_mode else "real time"
     results_file = out / "results.json"
     results_file.unlink(missing_ok=True)
     common = {"config_file": str(config.path.resolve())}
@@ -64,7 +95,7 @@ def run_demo(args: argparse.Namespace) -> int:
     timeout = args.timeout or (60.0 + args.episodes * episode_s * 8.0)
 
     print(f"[demo] robot config {config.path}; policy {args.policy or config.policy.type}; "
-          f"{args.episodes} episode(s) of {episode_s:g} s sim; logs in {out}/", flush=True)
+          f"{args.episodes} episode(s) of {episode_s:g} s sim; mode {mode}; logs in {out}/", flush=True)
     started = time.perf_counter()
     with Graph(ros_env(), out / "logs") as graph:
         graph.start("chunk_executor_node", dict(common, use_sim_time=True))
@@ -103,7 +134,7 @@ def run_demo(args: argparse.Namespace) -> int:
     successes = sum(r["success"] for r in results)
     rtf = sum(r["sim_s"] for r in results) / max(1e-9, sum(r["wall_s"] for r in results))
     print(f"[demo] {successes}/{len(results)} succeeded; total wall {wall:.1f} s (real-time factor {rtf:.2f} "
-          f"while running); executor/policy statistics in {out}/logs/", flush=True)
+          f"while running); mode {mode}; executor/policy statistics in {out}/logs/", flush=True)
     for name in ("policy_node", "chunk_executor_node"):
         stats = [line for line in logs[name].read_text(errors="replace").splitlines() if "chunks" in line]
         if stats:

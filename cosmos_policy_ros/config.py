@@ -58,6 +58,7 @@ EXECUTED_COMMAND_TOPIC = "executed_command"  # chunk_executor_node: the command 
 EPISODE_EVENTS_TOPIC = "episode_events"      # EpisodeEvent: START / STOP / LABEL
 SIM_OBJECT_POSE_TOPIC = "sim/object_pose"    # sim_node: privileged object pose (scripted expert)
 SIM_REWARD_TOPIC = "sim/reward"              # sim_node: the task's reward
+EXECUTOR_EXECUTING_TOPIC = "executor/executing"  # sim eval mode: ticks commanded from a chunk
 
 
 # ------------------------------------------------------------------------ validation
@@ -313,6 +314,10 @@ class SimSettings:
     lockstep: bool = True
     lockstep_timeout_s: float = setting(0.25, _positive, "seconds > 0")
     wait_for_graph_s: float = setting(60.0, _positive, "seconds > 0")
+    # Eval mode: sim time stops while the executor has no chunk to run, so compute time cannot
+    # change an episode's outcome (use with policy.trigger: blocking, which `eval` sets).
+    eval_mode: bool = False
+    eval_max_wait_s: float = setting(120.0, _positive, "seconds > 0")  # longest wall wait for a chunk
 
 
 @dataclass(frozen=True)

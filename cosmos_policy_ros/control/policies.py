@@ -58,8 +58,29 @@ def make_cosmos_policy(checkpoint: str, backend: str, seed: int, config: RobotCo
     else:
         raise ConfigError(f"policy.backend: expected 'torch' or 'onnx', got {backend!r}")
     if config is not None:
-        names = tuple(policy.config.joint_names) if hasattr(policy.config, "joint_names") else None
-        if names and tuple(names) != config.joint_names:
-            raise ConfigError(f"checkpoint {checkpoint} was trained for joints {list(names)}, "
-                              f"{config.path} has {list(config.joint_names)}")
+        check_checkpoint_matches_robot(policy.config, config, checkpoint)
     return policy
+
+
+def check_checkpoint_matches_robot(checkpoint_config, config: RobotConfig, checkpoint: str) -> None:
+    """Refuse a checkpoint whose joints, cameras or image size the robot YAML cannot feed,
+    naming both sides: joint names must be equal, every checkpoint camera must be one of
+    the YAML's cameras, and the image size must not exceed the sim's rendered frames."""
+    names = tuple(getattr(checkpoint_config, "joint_names", ()) or ())
+    if names and names != config.joint_names:
+        raise ConfigError(f"checkpoint {checkpoint} was trained for joints {list(names)}, "
+                          f"{config.path} has {list(config.joint_names)}")
+    cameras = tuple(getattr(checkpoint_config, "camera_names", ()) or ())
+    robot_cameras = [c.name for c in config.cameras]
+    missing = [c for c in cameras if c not in robot_cameras]
+    if missing:
+        raise ConfigError(f"checkpoint {checkpoint} needs cameras {list(cameras)}; {config.path} cameras are "
+                          f"{robot_cameras} (missing {missing})")
+    image_size = getattr(checkpoint_config, "image_size", None)
+    sim = config.raw.get("sim")  # only a sim renders frames of a size the config knows
+    if image_size and sim:
+        smallest = min(config.sim.image_height, config.sim.image_width)
+        if int(image_size) > smallest:
+            raise ConfigError(f"checkpoint {checkpoint} has image_size {image_size}; {config.path} sim.image_height/"
+                              f"image_width render {config.sim.image_height}x{config.sim.image_width} "
+                              "(upscaling refused)")

@@ -6,9 +6,15 @@ adapter, and the full command on `executed_command` (for recording and plots).
 Service `executor/enable` (std_srvs/SetBool): false = e-stop (hold), true = resume.
 With the interbotix adapter the node first puts the grippers in the mode that takes motor
 radians (see output_adapters) and refuses to start when the driver does not answer.
+
+Sim eval mode (`sim.eval_mode`, see sim_node): each tick commanded from a chunk is announced
+on `executor/executing` (std_msgs/Header, stamp = tick time) before its commands; a chunk
+that arrives while the executor holds starts at once (stamped now, step 0) and the same
+tick is commanded again from it, since the sim's clock stands still until then.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import threading
 import time
@@ -17,7 +23,7 @@ import numpy as np
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, Header
 from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -25,6 +31,7 @@ from cosmos_policy_ros.config import (
     ACTION_CHUNK_TOPIC,
     EPISODE_EVENTS_TOPIC,
     EXECUTED_COMMAND_TOPIC,
+    EXECUTOR_EXECUTING_TOPIC,
     ConfigError,
     joint_state_to_positions,
 )
@@ -45,7 +52,11 @@ from cosmos_policy_ros.nodes.common import (
     run_node,
     sensor_qos,
 )
-from cosmos_policy_ros.nodes.messages import msg_to_chunk, seconds_to_duration
+from cosmos_policy_ros.nodes.messages import (
+    msg_to_chunk,
+    ns_to_stamp,
+    seconds_to_duration,
+)
 
 
 def _interbotix_msgs(module: str):
@@ -62,7 +73,10 @@ class ChunkExecutorNode(Node):
         super().__init__("chunk_executor_node", **node_options)
         self.config = declare_config(self, {
             "adapter": ("output.adapter", "override output.adapter: position | trajectory | interbotix"),
+            "eval_mode": ("sim.eval_mode", "sim eval mode: announce chunk ticks, start a chunk at once"),
         })
+        self.eval_mode = self.config.sim.eval_mode
+        self._last_source = "hold"
         self.executor_core = ChunkExecutor.from_config(self.config)
         self.adapter, self.gripper_unit = adapter_settings(self.config)
         if self.adapter == "interbotix":
@@ -85,6 +99,8 @@ class ChunkExecutorNode(Node):
                                      lambda m, a=arm: self._on_joint_state(a, m), sensor_qos(5))
         self.create_service(SetBool, "executor/enable", self._on_enable)
         self.executed_pub = self.create_publisher(Float64MultiArray, EXECUTED_COMMAND_TOPIC, reliable_qos(50))
+        self.executing_pub = (self.create_publisher(Header, EXECUTOR_EXECUTING_TOPIC, reliable_qos(10))
+                              if self.eval_mode else None)
         self._make_output_publishers(Float64MultiArray, JointTrajectory, JointTrajectoryPoint, seconds_to_duration)
         self._msg_to_chunk = msg_to_chunk
         self.create_timer(self.period_s, self._tick)
@@ -187,10 +203,17 @@ class ChunkExecutorNode(Node):
         except ValueError as exc:
             self.get_logger().error(f"refused chunk: {exc}")
             return
+        now = now_ns(self)
         with self._lock:
-            result = self.executor_core.submit(chunk, now_ns(self))
+            waiting = self.eval_mode and self._last_source != "chunk"
+            if waiting and chunk.stamp_ns <= now:
+                # The sim stands still at `now` for this chunk: run it from step 0 now.
+                chunk = dataclasses.replace(chunk, stamp_ns=now)
+            result = self.executor_core.submit(chunk, now)
         if not result.accepted:
             self.get_logger().warning(f"refused chunk {chunk.chunk_id}: {result.reason}", throttle_duration_sec=1.0)
+        elif waiting:
+            self._tick()
 
     def _on_event(self, msg) -> None:
         if msg.event == msg.START:
@@ -210,9 +233,16 @@ class ChunkExecutorNode(Node):
     def _tick(self) -> None:
         with self._lock:
             measured = self._measured.copy() if np.all(np.isfinite(self._measured)) else None
-            result = self.executor_core.tick(now_ns(self), measured)
+            now = now_ns(self)
+            result = self.executor_core.tick(now, measured)
+            self._last_source = result.source
         if result.command is None:
             return
+        if self.executing_pub is not None and result.source == "chunk":
+            status = Header()
+            status.stamp = ns_to_stamp(now)
+            status.frame_id = f"chunk {result.chunk_id} step {result.step_index}"
+            self.executing_pub.publish(status)
         for cmd in split_command(self.config, result.command, self.gripper_unit):
             self._outputs[cmd.arm.name](cmd)
         msg = Float64MultiArray()

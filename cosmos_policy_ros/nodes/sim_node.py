@@ -6,6 +6,14 @@ experts) and the task reward (`sim/reward`, 4 = solved) with them, episode event
 the outcome; applies the executor's per-arm commands
 (position or trajectory adapter) with a zero-order hold, like a real position-controlled
 arm. Physics runs in its own thread, paced to at most `sim.real_time_factor`.
+
+Eval mode (`sim.eval_mode`): compute time must not change an episode's outcome, so sim
+time (physics and /clock) stops while the executor has no chunk to run. The executor
+publishes the stamp of every tick it commanded from a chunk on `executor/executing`
+(std_msgs/Header), before that tick's commands; a step whose tick was not commanded from a
+chunk waits (wall time, up to `sim.eval_max_wait_s`) until a chunk arrives and the executor
+re-commands the same tick from it. State and cameras go out before the clock in this mode,
+so a node woken by the clock already has the data of that instant.
 """
 from __future__ import annotations
 
@@ -20,25 +28,26 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float32, Float64MultiArray
+from std_msgs.msg import Float32, Float64MultiArray, Header
 from trajectory_msgs.msg import JointTrajectory
 
 from cosmos_policy_ros.config import (
     ACTION_CHUNK_TOPIC,
     EPISODE_EVENTS_TOPIC,
+    EXECUTOR_EXECUTING_TOPIC,
     SIM_OBJECT_POSE_TOPIC,
     SIM_REWARD_TOPIC,
     RobotConfig,
 )
 from cosmos_policy_ros.control.output_adapters import adapter_settings
-from cosmos_policy_ros.msg import EpisodeEvent
+from cosmos_policy_ros.msg import ActionChunk, EpisodeEvent
 from cosmos_policy_ros.nodes.common import (
     declare_config,
     reliable_qos,
     run_node,
     sensor_qos,
 )
-from cosmos_policy_ros.nodes.messages import ns_to_stamp, rgb_to_image_msg
+from cosmos_policy_ros.nodes.messages import ns_to_stamp, rgb_to_image_msg, stamp_to_ns
 from cosmos_policy_ros.sim.aloha_sim import AlohaSim
 
 
@@ -49,6 +58,7 @@ class SimNode(Node):
             "num_episodes": ("sim.num_episodes", "episodes to run, then exit (0: forever)"),
             "seed": ("sim.seed", "seed of the first episode; episode k uses seed + k"),
             "episode_length_s": ("sim.episode_length_s", "sim seconds per episode"),
+            "eval_mode": ("sim.eval_mode", "stop sim time while the executor has no chunk to run"),
         })
         sim_cfg = self.config.sim
         # The unit the executor's position/trajectory commands carry the gripper in.
@@ -87,6 +97,18 @@ class SimNode(Node):
         self.lockstep = sim_cfg.lockstep
         self.lockstep_timeout_s = sim_cfg.lockstep_timeout_s
         self.lockstep_timeouts = 0
+        self.eval_mode = sim_cfg.eval_mode
+        self.eval_max_wait_s = sim_cfg.eval_max_wait_s
+        self._executing_ns = -1  # newest tick the executor commanded from a chunk
+        self._paused_ticks = 0  # eval mode: ticks at which sim time stopped for a chunk
+        self._pause_wall_s = 0.0
+        self._eval_timeouts = 0
+        self._chunk_values: list[tuple[float, float]] = []  # (sim s since episode start, predicted value)
+        self._reward_trace: list[tuple[float, int]] = []
+        self._episode_start_ns = 0
+        if self.eval_mode:
+            self.create_subscription(Header, EXECUTOR_EXECUTING_TOPIC, self._on_executing, reliable_qos(10))
+        self.create_subscription(ActionChunk, ACTION_CHUNK_TOPIC, self._on_chunk, reliable_qos(10))
         for arm in self.config.arms:
             ns = arm.command_namespace
             self.create_subscription(Float64MultiArray, f"{ns}/commands/position",
@@ -133,11 +155,44 @@ class SimNode(Node):
                 return
             self._apply_arm(arm, values)
 
+    def _on_executing(self, msg) -> None:
+        with self._command_cv:
+            self._executing_ns = max(self._executing_ns, stamp_to_ns(msg.stamp))
+            self._command_cv.notify_all()
+
+    def _on_chunk(self, msg) -> None:
+        # Predicted values over time, for the eval report.
+        value = float(msg.predicted_value)
+        if math.isfinite(value):
+            t_s = (stamp_to_ns(msg.header.stamp) - self._episode_start_ns) / 1e9
+            self._chunk_values.append((round(t_s, 3), value))
+
+    def _wait_for_chunk_tick(self, tick_ns: int) -> None:
+        """Eval mode: return once the command for `tick_ns` comes from a chunk (sim time
+        stands still meanwhile), or after eval_max_wait_s (counted; steps with a hold)."""
+        with self._command_cv:
+            if self._executing_ns >= tick_ns:
+                return
+            self._paused_ticks += 1
+            started = time.perf_counter()
+            seen = self._commands_received
+            if not self._command_cv.wait_for(lambda: self._executing_ns >= tick_ns or self._stop.is_set(),
+                                              timeout=self.eval_max_wait_s):
+                self._eval_timeouts += 1
+                self.get_logger().warning(f"eval mode: no chunk for {self.eval_max_wait_s:g} s at sim time "
+                                          f"{tick_ns / 1e9:.2f} s; stepping with a hold")
+            else:
+                # The executor publishes the status before the re-commanded tick's commands.
+                self._command_cv.wait_for(lambda: self._commands_received >= seen + len(self.config.arms)
+                                          or self._stop.is_set(), timeout=self.lockstep_timeout_s)
+            self._pause_wall_s += time.perf_counter() - started
+
     # -- physics loop ---------------------------------------------------------------
     def _publish_state(self, state, stamp, render: bool) -> None:
         clock = Clock()
         clock.clock = stamp
-        self.clock_pub.publish(clock)
+        if not self.eval_mode:
+            self.clock_pub.publish(clock)
         for arm in self.config.arms:
             js = JointState()
             js.header.stamp = stamp
@@ -162,6 +217,11 @@ class SimNode(Node):
             pose.pose.orientation.w, pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z = map(float, p[3:7])
             self.pose_pub.publish(pose)
             self.reward_pub.publish(Float32(data=float(state.reward)))  # 0..4; 4 = task solved
+            stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
+            self._reward_trace.append((round((stamp_ns - self._episode_start_ns) / 1e9, 3), int(state.reward)))
+        if self.eval_mode:
+            time.sleep(0.002)  # let the state arrive before the clock wakes the nodes' timers
+            self.clock_pub.publish(clock)
 
     def _wait_for_graph(self) -> None:
         """Start the first episode once a controller commands the arms and a policy
@@ -213,18 +273,31 @@ class SimNode(Node):
             Path(self.results_file).write_text(json.dumps(self.results, indent=2))
 
     def _run_episodes(self) -> None:
-        sim_time_ns = 0
+        # Eval mode waits at the first instant for a chunk: make it a valid (non-zero) ROS
+        # time, at which the other nodes' timers fire.
+        sim_time_ns = 1_000_000_000 if self.eval_mode else 0
         period_ns = 20_000_000
         episode = 0
         self._wait_for_graph()
+        if self.eval_mode:
+            # A valid time before the first state, so nodes log that state at its own time.
+            self.clock_pub.publish(Clock(clock=ns_to_stamp(sim_time_ns - period_ns)))
+            time.sleep(0.1)
         while not self._stop.is_set() and (self.num_episodes <= 0 or episode < self.num_episodes):
             seed = self.first_seed + episode
             episode_id = f"{self.config.robot}_sim_seed{seed}"
             state = self.sim.reset(seed)
+            if self.eval_mode and episode > 0:
+                sim_time_ns += period_ns  # the new episode's ticks are newer than every earlier status
             with self._command_cv:
                 self._command = state.joint_positions.copy()
+            self._episode_start_ns = sim_time_ns
+            self._chunk_values, self._reward_trace = [], []
+            self._paused_ticks, self._pause_wall_s, self._eval_timeouts = 0, 0.0, 0
             stamp = ns_to_stamp(sim_time_ns)
             self._event(EpisodeEvent.START, episode_id, stamp)
+            if self.eval_mode:
+                time.sleep(0.2)  # the policy resets on START: its reset must not drop this state
             wall_start = time.perf_counter()
             start_ns = sim_time_ns
             steps = int(round(self.episode_length_s / 0.02))
@@ -234,6 +307,8 @@ class SimNode(Node):
             for _ in range(steps):
                 if self._stop.is_set():
                     return
+                if self.eval_mode:
+                    self._wait_for_chunk_tick(sim_time_ns)
                 with self._command_cv:
                     command = self._command.copy()
                 state = self.sim.step(command)
@@ -246,14 +321,22 @@ class SimNode(Node):
                 self._publish_state(state, ns_to_stamp(sim_time_ns), render)
                 if self.lockstep:
                     self._wait_for_commands(seen + len(self.config.arms))
-                # Pace: sim time may not run ahead of wall time * real_time_factor.
-                ahead_s = (sim_time_ns - start_ns) / 1e9 / self.rtf - (time.perf_counter() - wall_start)
+                # Pace: sim time may not run ahead of wall time * real_time_factor
+                # (eval mode: not counting the time it stood still for chunks).
+                paused_s = self._pause_wall_s if self.eval_mode else 0.0
+                ahead_s = (sim_time_ns - start_ns) / 1e9 / self.rtf - (time.perf_counter() - wall_start - paused_s)
                 if ahead_s > 0:
                     time.sleep(ahead_s)
             wall_s = time.perf_counter() - wall_start
             result = {"episode_id": episode_id, "seed": seed, "success": bool(state.success),
                       "max_reward": int(state.max_reward), "sim_s": self.episode_length_s, "wall_s": wall_s,
-                      "lockstep_timeouts": self.lockstep_timeouts}
+                      "lockstep_timeouts": self.lockstep_timeouts,
+                      "mode": "eval" if self.eval_mode else "realtime",
+                      "final_joint_positions": [round(float(v), 6) for v in state.joint_positions],
+                      "reward_trace": self._reward_trace, "predicted_values": self._chunk_values}
+            if self.eval_mode:
+                result.update(paused_ticks=self._paused_ticks, paused_wall_s=round(self._pause_wall_s, 3),
+                              eval_timeouts=self._eval_timeouts)
             self.lockstep_timeouts = 0
             self.results.append(result)
             self.get_logger().info(
