@@ -41,13 +41,15 @@ def make_policy(config: RobotConfig) -> Policy:
     if kind == "cosmos":
         checkpoint = str(section.get("checkpoint", "")) or str(default_checkpoint())
         backend = str(section.get("backend", "torch"))
-        seed = int(section.get("seed", 0))
+        seed = section.get("seed")  # None: the checkpoint's own seed
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise ConfigError(f"{where}.seed: expected an integer or null (the checkpoint's seed), got {seed!r}")
         return make_cosmos_policy(checkpoint, backend, seed, config,
                                   decode_future_images=bool(section.get("decode_future_images", False)))
     raise ConfigError(f"{where}.type: expected one of {POLICY_TYPES}, got {kind!r}")
 
 
-def make_cosmos_policy(checkpoint: str, backend: str, seed: int, config: RobotConfig | None = None,
+def make_cosmos_policy(checkpoint: str, backend: str, seed: int | None, config: RobotConfig | None = None,
                        decode_future_images: bool = False):
     """Decoding predicted future frames costs more than the denoising of a tiny model on a
     CPU; the policy node does not publish them (the planner's imagination topic does)."""
