@@ -3,7 +3,9 @@
 Each test states the official fact it pins; the source is named in the test's docstring.
 Tiny checkpoints on the CPU stand in for the 2B model (same code paths).
 """
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -279,7 +281,7 @@ def test_two_cpu_replicas_give_the_one_device_result(planning_model):
 def test_devices_setting(tmp_path):
     import yaml
 
-    base = yaml.safe_load(open(load_config("aloha").path))
+    base = yaml.safe_load(Path(load_config("aloha").path).read_text())
 
     def settings(**planning):
         path = tmp_path / "robot.yaml"
@@ -298,3 +300,28 @@ def test_devices_setting(tmp_path):
             make_model_planner(settings(devices=["cuda:7"]))
     planner = make_model_planner(settings(devices=["cpu"]))
     assert len(planner.replicas) == 1 and planner.ensemble_steps == "linspace"
+
+
+def test_policy_seed_null_takes_the_checkpoints(tmp_path):
+    import yaml
+
+    from cosmos_policy_ros.control.policies import make_policy
+
+    base = yaml.safe_load(Path(load_config("aloha").path).read_text())
+
+    def policy_config(**policy):
+        path = tmp_path / "robot.yaml"
+        path.write_text(yaml.safe_dump({**base, "policy": {**base["policy"], "type": "cosmos", **policy}}))
+        return load_config(path)
+
+    folder = tmp_path / "ckpt"
+    import shutil
+
+    shutil.copytree(shipped_checkpoint("tiny_cosmos"), folder)
+    data = json.loads((folder / "cosmos_policy.json").read_text())
+    (folder / "cosmos_policy.json").write_text(json.dumps({**data, "seed": 195}))
+    assert base["policy"]["seed"] is None
+    assert make_policy(policy_config(checkpoint=str(folder))).seed == 195
+    assert make_policy(policy_config(checkpoint=str(folder), seed=7)).seed == 7
+    with pytest.raises(ConfigError, match="policy.seed"):
+        make_policy(policy_config(checkpoint=str(folder), seed="195"))
