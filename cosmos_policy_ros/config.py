@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -179,6 +180,10 @@ def parse_section(cls: type[S], mapping: Any, where: str) -> S:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
+def _is_device(name: str) -> bool:
+    return re.fullmatch(r"cpu|cuda(:\d+)?|mps|xpu(:\d+)?", name) is not None
+
+
 def _positive(v) -> bool:
     return v > 0
 
@@ -243,13 +248,14 @@ class PolicySettings:
     decode_future_images: bool = False
     replay_episode: str = ""
     task: str = ""
-    seed: int = 0
+    seed: int | None = None  # None: the checkpoint's own seed (converted ALOHA: 195)
     horizon: int = setting(50, _positive, "an integer >= 1")  # steps per chunk, non-model policies
     trigger: Literal["overlapped", "blocking", "adaptive"] = "adaptive"
     trigger_margin_s: float = setting(0.1, _non_negative, "seconds >= 0")
 
 
 PLANNING_AGGREGATIONS = ("majority_mean", "mean", "lcb", "success_vote")
+ENSEMBLE_STEPS = ("linspace", "full")
 # The official ensemble threshold: a value prediction above it counts as "predicts success".
 DEFAULT_SUCCESS_THRESHOLD = 0.05
 
@@ -281,7 +287,15 @@ class PlanningSettings:
     num_steps: dict[str, int] = setting({}, _num_steps_ok, "a mapping with world_model / value step counts "
                                         ">= 1 (empty: the checkpoint's)", mutable=True)
     max_batch_size: int = setting(0, _non_negative, "an integer >= 0 (0: no limit)")
-    seed: int = 0
+    seed: int | None = setting(None, lambda v: v is None or v >= 0,
+                               "an integer >= 0 or null (the planning checkpoint's seed; converted ALOHA: 195)")
+    # Ensemble member step counts: "linspace" as the official ALOHA planner (world model 1, 3, 5;
+    # value 1..5 steps), "full": every member at the checkpoint's count.
+    ensemble_steps: Literal["linspace", "full"] = "linspace"
+    # One planning model replica per device; candidates are split across them (empty: the default device).
+    devices: tuple[str, ...] = setting((), lambda d: all(_is_device(x) for x in d) and len(set(d)) == len(d),
+                                       "a list of distinct torch devices such as [cuda:0, cuda:1] "
+                                       "(empty: the default device)")
 
     def __post_init__(self) -> None:
         if self.num_candidates > self.max_candidates:

@@ -136,7 +136,10 @@ def test_convert_checkpoint_writes_a_loadable_folder(tmp_path):
     assert cfg["vae"]["pretrained_model_name_or_path"] == "/nonexistent/wan"
     assert cfg["layout"]["conditions"]["value"] == ["blank", "future_proprio", "future_left_wrist",
                                                      "future_right_wrist", "future_cam_high"]
+    # official ALOHA chain and seed: frames -> 256x256 first (as the training data was stored), seed 195
+    assert (cfg["stored_image_size"], cfg["image_size"], cfg["seed"]) == (256, 224, 195)
     ckpt = CosmosCheckpoint.from_pretrained(tmp_path / "out", load_vae=False)
+    assert (ckpt.config.stored_image_size, ckpt.config.seed) == (256, 195)
     reference = CosmosTransformer3DModel(**CFG).eval()
     reference.load_state_dict(convert_cosmos_transformer_checkpoint_to_diffusers(native_state_dict()))
     torch.testing.assert_close(run_network(ckpt.transformer), run_network(reference), rtol=0, atol=0)

@@ -60,7 +60,7 @@ def test_conditioning_latents_survive_sampling(policy):
     layout = policy.config.layout
     clean = encoded.latents.expand(2, -1, -1, -1, -1)
     for mode in ("policy", "world_model", "value"):
-        samples = policy._sample(clean, encoded.text_embedding, mode, seed=3)
+        samples = policy._sample(clean, encoded.text_embedding, mode, seeds=[3, 4])
         cond = layout.condition_frames(mode)
         assert torch.equal(samples[:, :, cond], clean[:, :, cond])
 

@@ -4,7 +4,14 @@ import math
 import pytest
 import torch
 
-from cosmos_policy_ros.model.sampler import MultistepSampler, SamplerConfig, initial_noise, karras_sigmas
+from cosmos_policy_ros.model.sampler import (
+    MultistepSampler,
+    SamplerConfig,
+    initial_noise,
+    karras_sigmas,
+    num_evaluations,
+    seeded_noise,
+)
 
 SHAPE = (2, 4, 5, 3, 3)
 COND = torch.tensor([True, True, False, False, False])
@@ -48,7 +55,7 @@ def test_constant_oracle_is_recovered_and_conditions_untouched(num_steps):
     sampler = MultistepSampler(SamplerConfig())
     noise = initial_noise(SHAPE, seed=3)
     out = sampler.sample(oracle, clean, COND, torch.zeros(2, 3, 8), num_steps, noise)
-    assert len(oracle.calls) == num_steps
+    assert len(oracle.calls) == num_evaluations(num_steps)
     # conditioning frames come back bit-identical, and were clean at every network call
     assert torch.equal(out[:, :, :2], clean[:, :, :2])
     for noisy, sigma, cond in oracle.calls:
@@ -104,3 +111,54 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError):
         MultistepSampler().sample(ConstantOracle(torch.zeros(SHAPE)), torch.zeros(SHAPE), COND,
                                   torch.zeros(2, 1, 1), 0, torch.zeros(SHAPE))
+
+
+def test_two_steps_is_one_evaluation_as_the_official_sampler():
+    # Official CosmosPolicySampler: num_steps > 1 is lowered by one, and 1 takes the one-step
+    # branch (x0 at sigma_max). So 2 steps = 1 evaluation; 3, 5, 10 are what they say.
+    assert [num_evaluations(n) for n in (1, 2, 3, 4, 5, 10)] == [1, 1, 3, 4, 5, 10]
+    oracle = GaussianOracle(0.1, 0.3)
+    sampler = MultistepSampler()
+    noise = initial_noise(SHAPE, 2)
+    one = sampler.sample(oracle, torch.zeros(SHAPE), COND, torch.zeros(2, 1, 1), 1, noise)
+    two = sampler.sample(oracle, torch.zeros(SHAPE), COND, torch.zeros(2, 1, 1), 2, noise)
+    assert torch.equal(one, two)
+
+
+class RecordingOracle(GaussianOracle):
+    def __init__(self, mu, s):
+        super().__init__(mu, s)
+        self.batches = []
+
+    def __call__(self, noisy, sigma, cond, text):
+        self.batches.append(sigma[:, -1].clone())
+        return super().__call__(noisy, sigma, cond, text)
+
+
+def test_per_sample_step_counts_share_forwards_and_match_their_own_schedule():
+    shape = (5, 4, 5, 3, 3)
+    steps = [1, 2, 3, 4, 5]  # the official value ensemble asks for these
+    noise = seeded_noise(shape[1:], [10, 11, 12, 13, 14])
+    clean = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    sampler = MultistepSampler()
+    oracle = RecordingOracle(0.2, 0.4)
+    mixed = sampler.sample(oracle, clean, COND, torch.zeros(1, 1, 1), steps, noise)
+    # One forward per evaluation index, holding the members that still run: 5, 3, 3, 2, 1 samples.
+    assert [len(b) for b in oracle.batches] == [5, 3, 3, 2, 1]
+    assert sum(len(b) for b in oracle.batches) == 14 == sum(num_evaluations(n) for n in steps)
+    # Each member at its own noise level: at evaluation 1 the 3-, 4- and 5-step schedules differ.
+    expected = [sampler.sigmas(n)[1] for n in (3, 4, 5)]
+    torch.testing.assert_close(oracle.batches[1].double(), torch.tensor(expected, dtype=torch.float64))
+    for b, n in enumerate(steps):
+        alone = sampler.sample(GaussianOracle(0.2, 0.4), clean[b : b + 1], COND, torch.zeros(1, 1, 1), n,
+                               noise[b : b + 1])
+        assert torch.equal(mixed[b : b + 1], alone), f"member {b} ({n} steps) differs from its own run"
+
+
+def test_seeded_noise_is_one_draw_per_seed():
+    noise = seeded_noise((4, 5, 3, 3), [7, 8, 7])
+    assert torch.equal(noise[0:1], initial_noise((1, 4, 5, 3, 3), 7))
+    assert torch.equal(noise[1:2], initial_noise((1, 4, 5, 3, 3), 8))
+    assert torch.equal(noise[2], noise[0])
+    # not the same as one [2, ...] draw of the first seed (what a batched draw would give)
+    assert not torch.equal(noise[1:2], initial_noise((2, 4, 5, 3, 3), 7)[1:2])

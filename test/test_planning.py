@@ -83,8 +83,9 @@ class FakePlanningModel:
         self.calls = []
 
     def predict_outcomes(self, observation, action_chunks, num_future_samples=1, num_value_samples=1, seed=None,
-                         decode_future_images=False):
+                         decode_future_images=False, action_latents=None, ensemble_steps="linspace"):
         self.calls.append(action_chunks.shape)
+        self.latents_seen = action_latents
         n = action_chunks.shape[0]
         rng = np.random.default_rng(seed)
         score = 1.0 - np.abs(action_chunks[:, -1] - self.target).mean(axis=1)

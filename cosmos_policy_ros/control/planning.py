@@ -29,18 +29,22 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from cosmos_policy_ros.config import (
     DEFAULT_SUCCESS_THRESHOLD,
-    PLANNING_AGGREGATIONS as AGGREGATIONS,
+    ENSEMBLE_STEPS,
     ConfigError,
     PlanningSettings,
     RobotConfig,
+)
+from cosmos_policy_ros.config import (
+    PLANNING_AGGREGATIONS as AGGREGATIONS,
 )
 from cosmos_policy_ros.types import Observation, PolicyOutput
 
@@ -132,22 +136,36 @@ class ModelPlanner:
     All N x S world-model samples go through the denoiser in one batched sampler call and
     all N x S x V value samples in one more (``max_batch_size`` splits them without changing
     the noise, so a small value gives the sequential baseline with identical numbers).
+    Ensemble members follow the official ALOHA schedule (``ensemble_steps`` "linspace":
+    world-model members 1, 3, 5 steps, value members 1..5; seeds ``seed + candidate +
+    member``); "full" runs every member at the checkpoint's step count.
+
+    ``replicas``: more copies of the model, one per further device. The candidates are
+    split into contiguous shards, one per replica, scored in threads; a shard starting at
+    candidate c is given seed ``seed + c``, so every sample gets the seed and noise it gets
+    on one device.
     """
 
     def __init__(self, model, num_future_samples: int = 3, num_value_samples: int = 5,
                  aggregation: str = "majority_mean", success_threshold: float = DEFAULT_SUCCESS_THRESHOLD,
-                 seed: int = 0, max_batch_size: int | None = None) -> None:
+                 seed: int | None = None, max_batch_size: int | None = None, ensemble_steps: str = "linspace",
+                 replicas: Sequence[Any] = ()) -> None:
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation {aggregation!r}: expected one of {AGGREGATIONS}")
         if num_future_samples < 1 or num_value_samples < 1:
             raise ValueError("num_future_samples and num_value_samples must be >= 1")
+        if ensemble_steps not in ENSEMBLE_STEPS:
+            raise ValueError(f"ensemble_steps {ensemble_steps!r}: expected one of {ENSEMBLE_STEPS}")
         self.model = model
+        self.replicas = [model, *replicas]
         self.num_future_samples = int(num_future_samples)
         self.num_value_samples = int(num_value_samples)
         self.aggregation = aggregation
         self.success_threshold = float(success_threshold)
-        self.seed = int(seed)
+        self.seed = int(getattr(model, "seed", 0) if seed is None else seed)
         self.max_batch_size = max_batch_size or None
+        self.ensemble_steps = ensemble_steps
+        self._pool = ThreadPoolExecutor(len(self.replicas), "planner-replica") if len(self.replicas) > 1 else None
 
     @property
     def joint_names(self) -> tuple[str, ...]:
@@ -165,31 +183,61 @@ class ModelPlanner:
         """Encode once; ``score`` and ``imagine`` accept the result instead of the observation."""
         return self.model.encode_observation(observation)
 
-    def score(self, observation, candidates: np.ndarray) -> PlanScores:
+    def score(self, observation, candidates: np.ndarray, action_latents=None) -> PlanScores:
+        """Score ``candidates [N, horizon, dof]``; ``action_latents [N, C, h, w]`` are the policy's
+        raw action frames (``CosmosPolicyOutput.action_latent``), which the official world model
+        is conditioned on; without them the chunks are tiled into the action frame."""
         start = time.perf_counter()
         chunks = np.asarray(candidates, dtype=np.float64)
         if chunks.ndim != 3 or chunks.shape[0] < 1:
             raise ValueError(f"candidates must be [N, horizon, dof] with N >= 1, got shape {chunks.shape}")
-        self.model.max_batch_size = self.max_batch_size
-        outcome = self.model.predict_outcomes(
-            observation, chunks, num_future_samples=self.num_future_samples,
-            num_value_samples=self.num_value_samples, seed=self.seed)
-        values = aggregate_values(outcome.values, self.aggregation, self.success_threshold)
+        if action_latents is not None and len(action_latents) != chunks.shape[0]:
+            raise ValueError(f"action_latents has {len(action_latents)} frames for {chunks.shape[0]} candidates")
+        shards = _shards(chunks.shape[0], len(self.replicas))
+        if self._pool is None or len(shards) == 1:
+            outcome = self._predict(self.model, observation, chunks, action_latents, 0)
+            values_by_member, future = outcome.values, outcome.future_joint_positions
+        else:
+            if not hasattr(observation, "latents"):
+                observation = self.model.encode_observation(observation)  # encode once, not per replica
+            jobs = [self._pool.submit(self._predict, replica, observation, chunks[lo:hi],
+                                      None if action_latents is None else action_latents[lo:hi], lo)
+                    for replica, (lo, hi) in zip(self.replicas, shards)]
+            outcomes = [job.result() for job in jobs]
+            values_by_member = np.concatenate([o.values for o in outcomes])
+            future = np.concatenate([o.future_joint_positions for o in outcomes])
+        values = aggregate_values(values_by_member, self.aggregation, self.success_threshold)
         return PlanScores(
-            candidate_values=values, chosen_index=choose(values), member_values=outcome.values,
-            future_joint_positions=outcome.future_joint_positions.mean(axis=1),
-            compute_time_s=time.perf_counter() - start)
+            candidate_values=values, chosen_index=choose(values), member_values=values_by_member,
+            future_joint_positions=future.mean(axis=1), compute_time_s=time.perf_counter() - start)
+
+    def _predict(self, replica, observation, chunks: np.ndarray, action_latents, first_candidate: int):
+        if hasattr(observation, "latents") and replica is not self.model:
+            observation = observation.to(replica.device)
+        replica.max_batch_size = self.max_batch_size
+        return replica.predict_outcomes(
+            observation, chunks, num_future_samples=self.num_future_samples,
+            num_value_samples=self.num_value_samples, seed=self.seed + first_candidate,
+            action_latents=action_latents, ensemble_steps=self.ensemble_steps)
 
     def imagine(self, observation, chunk: np.ndarray) -> dict[str, np.ndarray]:
         """Predicted camera frames after ``chunk [horizon, dof]``: camera -> uint8 ``[H, W, 3]``.
 
-        One world-model sample for this chunk, decoded by the VAE (a fresh draw, not one of
-        the ensemble members ``score`` used; callers run it after the decision is out).
+        One world-model sample for this chunk at the full step count, decoded by the VAE (a
+        fresh draw, not one of the ensemble members ``score`` used; callers run it after the
+        decision is out).
         """
         outcome = self.model.predict_outcomes(
             observation, np.asarray(chunk, np.float64)[None], num_future_samples=1, num_value_samples=1,
             seed=self.seed, decode_future_images=True)
         return {cam: frames[0, 0] for cam, frames in outcome.future_images.items()}
+
+
+def _shards(count: int, parts: int) -> list[tuple[int, int]]:
+    """Split ``count`` candidates into at most ``parts`` contiguous, nearly equal ranges."""
+    parts = max(1, min(parts, count))
+    bounds = [round(i * count / parts) for i in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 # ---------------------------------------------------------------------------- best-of-N
@@ -226,6 +274,16 @@ def stack_actions(candidates: list[PolicyOutput]) -> np.ndarray:
     return np.stack([np.asarray(c.actions, dtype=np.float64) for c in candidates])
 
 
+def action_latents(candidates: list[PolicyOutput]):
+    """``[N, C, h, w]`` raw action latent frames when every candidate carries one, else None."""
+    frames = [getattr(c, "action_latent", None) for c in candidates]
+    if any(f is None for f in frames):
+        return None
+    import torch
+
+    return torch.stack([torch.as_tensor(f) for f in frames])
+
+
 def decide(candidates: list[PolicyOutput], candidate_values=None, chosen_index: int | None = None,
            future_joint_positions: np.ndarray | None = None, fallback: str = "") -> PlanDecision:
     """Apply a planner's answer to the candidates, or fall back to candidate 0.
@@ -258,7 +316,11 @@ def best_of_n(policy, planner: Planner, observation: Observation, num_candidates
               seed: int = 0) -> PlanDecision:
     """Sample ``num_candidates`` chunks with ``policy``, score them with ``planner``, pick the best."""
     candidates = sample_candidates(policy, observation, num_candidates, seed)
-    scores = planner.score(observation, stack_actions(candidates))
+    latents = action_latents(candidates)
+    if latents is None:
+        scores = planner.score(observation, stack_actions(candidates))
+    else:
+        scores = planner.score(observation, stack_actions(candidates), action_latents=latents)
     future = None
     if scores.future_joint_positions is not None:
         future = scores.future_joint_positions[scores.chosen_index]
@@ -350,7 +412,8 @@ def _reason_key(reason: str) -> str:
 
 def make_model_planner(config: RobotConfig, settings: PlanningSettings | None = None,
                        device: str | None = None) -> ModelPlanner:
-    """Load the planning checkpoint named by ``planning.checkpoint`` and check it fits the robot."""
+    """Load the planning checkpoint named by ``planning.checkpoint`` and check it fits the robot;
+    one replica per entry of ``planning.devices`` (``device`` or the default device when empty)."""
     from cosmos_policy_ros.model.cosmos_policy import CosmosPolicy
 
     settings = settings or config.planning
@@ -358,13 +421,31 @@ def make_model_planner(config: RobotConfig, settings: PlanningSettings | None = 
     if not folder.is_dir():
         raise ConfigError(f"{config.path}: planning.checkpoint: {str(folder)!r} is not a checkpoint folder "
                           "(convert one with `cosmos-policy-ros convert-checkpoint --planning`)")
-    model = CosmosPolicy.from_pretrained(folder, device=device, seed=settings.seed, decode_future_images=False)
+    devices = list(settings.devices) or [device]
+    _check_devices_exist(config, devices)
+    models = [CosmosPolicy.from_pretrained(folder, device=d, seed=settings.seed, decode_future_images=False)
+              for d in devices]
+    model = models[0]
     if tuple(model.config.joint_names) != tuple(config.joint_names):
         raise ConfigError(f"planning checkpoint {folder} was trained for joints {list(model.config.joint_names)}, "
                           f"{config.path} has {list(config.joint_names)}")
     if not (model.config.layout.has_kind("proprio", future=True) and model.config.layout.has_kind("value")):
         raise ConfigError(f"planning checkpoint {folder}: its latent layout has no future state / value slots")
     if settings.num_steps:
-        model.config = replace(model.config, num_steps={**model.config.num_steps, **settings.num_steps})
+        for replica in models:
+            replica.config = replace(replica.config, num_steps={**replica.config.num_steps, **settings.num_steps})
     return ModelPlanner(model, settings.num_future_samples, settings.num_value_samples, settings.aggregation,
-                        settings.success_threshold, settings.seed, settings.max_batch_size or None)
+                        settings.success_threshold, model.seed, settings.max_batch_size or None,
+                        settings.ensemble_steps, replicas=models[1:])
+
+
+def _check_devices_exist(config: RobotConfig, devices: list[str | None]) -> None:
+    import torch
+
+    for name in devices:
+        if name is None or not name.startswith("cuda"):
+            continue
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"{config.path}: planning.devices: {name!r} does not exist "
+                              f"(this machine has {torch.cuda.device_count()} CUDA devices)")

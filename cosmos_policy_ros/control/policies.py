@@ -39,7 +39,7 @@ def make_policy(config: RobotConfig) -> Policy:
                               decode_future_images=section.decode_future_images)
 
 
-def make_cosmos_policy(checkpoint: str, backend: str, seed: int, config: RobotConfig | None = None,
+def make_cosmos_policy(checkpoint: str, backend: str, seed: int | None, config: RobotConfig | None = None,
                        decode_future_images: bool = False):
     """Decoding predicted future frames costs more than the denoising of a tiny model on a
     CPU; the policy node does not publish them (the planner's imagination topic does)."""

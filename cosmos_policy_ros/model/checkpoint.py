@@ -80,6 +80,10 @@ class PolicyConfig:
     image_size: int = 224
     center_crop_area: float | None = 0.9  # test-time crop matching train-time 90%-area crops
     jpeg_quality: int | None = None  # JPEG round trip before the model (when trained with it)
+    # Square size the training frames were stored at: camera frames are resized to it first
+    # (official ALOHA: 256), then to image_size. None: straight to image_size.
+    stored_image_size: int | None = None
+    seed: int = 0  # sampling seed when the deployment names none (official ALOHA deploy: 195)
     vae: dict[str, Any] = field(default_factory=lambda: {"subfolder": VAE_DIR})
     default_task: str = ""
 
@@ -102,6 +106,8 @@ class PolicyConfig:
             "image_size": self.image_size,
             "center_crop_area": self.center_crop_area,
             "jpeg_quality": self.jpeg_quality,
+            "stored_image_size": self.stored_image_size,
+            "seed": self.seed,
             "layout": self.layout.to_dict(),
             "sampler": self.sampler.to_dict(),
             "num_steps": dict(self.num_steps),
@@ -151,6 +157,14 @@ class PolicyConfig:
         jpeg = data.get("jpeg_quality")
         if jpeg is not None and not (isinstance(jpeg, int) and 1 <= jpeg <= 100):
             raise CheckpointError(f"{source}: field 'jpeg_quality' = {jpeg!r}, expected null or an integer 1..100")
+        stored = data.get("stored_image_size")
+        if stored is not None and not (isinstance(stored, int) and not isinstance(stored, bool) and stored > 0):
+            raise CheckpointError(
+                f"{source}: field 'stored_image_size' = {stored!r}, expected null or a positive integer (ALOHA: 256)"
+            )
+        seed = data.get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise CheckpointError(f"{source}: field 'seed' = {seed!r}, expected an integer >= 0 (ALOHA: 195)")
         cameras = data.get("camera_names")
         if cameras is not None and tuple(cameras) != layout.cameras:
             raise CheckpointError(
@@ -170,6 +184,8 @@ class PolicyConfig:
             image_size=image_size,
             center_crop_area=None if crop is None else float(crop),
             jpeg_quality=jpeg,
+            stored_image_size=stored,
+            seed=seed,
             vae=dict(vae),
             default_task=str(data.get("default_task", "")),
         )

@@ -247,6 +247,12 @@ def load_t5_pickle(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 # ------------------------------------------------------------------ whole checkpoint
+# The official ALOHA client resizes every camera frame to 256x256 (as the training data was
+# stored) before the 224 model size; its deployment samples with seed 195.
+ALOHA_STORED_IMAGE_SIZE = 256
+ALOHA_DEPLOY_SEED = 195
+
+
 def convert_checkpoint(
     src: str | Path,
     stats_json: str | Path,
@@ -291,6 +297,8 @@ def convert_checkpoint(
         image_size=224,
         center_crop_area=0.9,
         jpeg_quality=jpeg_quality,
+        stored_image_size=ALOHA_STORED_IMAGE_SIZE,
+        seed=ALOHA_DEPLOY_SEED,
         vae=vae_ref,
         default_task=next(iter(table)),
     )

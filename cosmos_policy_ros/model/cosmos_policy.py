@@ -13,11 +13,18 @@ Pipeline for one observation (each stage timed in ``last_timings``, seconds):
 Stable planner-facing API (see the method docstrings):
 
 - ``encode_observation(obs) -> EncodedObservation``
-- ``sample_candidates(obs_or_encoded, num_candidates, seed) -> list[PolicyOutput]``
-  (one batched sampler call; candidate i of seed s is reproducible)
+- ``sample_candidates(obs_or_encoded, num_candidates, seed) -> list[CosmosPolicyOutput]``
+  (one batched sampler call; candidate i uses seed s + i, drawn alone, as the official
+  best-of-N, so candidate i equals ``infer`` with seed s + i; each output carries its raw
+  action latent frame)
 - ``predict_outcomes(obs_or_encoded, action_chunks [N, horizon, dof], num_future_samples,
-  num_value_samples, seed) -> OutcomePrediction`` (world model then value, batched over
-  all candidates x ensemble members), meant for the planning-model instance.
+  num_value_samples, seed, action_latents=None) -> OutcomePrediction`` (world model then
+  value, batched over all candidates x ensemble members with the official per-member step
+  counts and seeds), meant for the planning-model instance.
+
+Precision follows the official code in the model's dtype: VAE latents are normalized as
+``(mu - mean) * (1 / std)`` with mean and 1/std in that dtype (bf16 on a GPU), and the
+network is fed its timestep in that dtype (``denoiser.py``).
 
 An ``EncodedObservation`` made by the policy model can be passed to the planning model
 when both use the same VAE and preprocessing (true for the released ALOHA pair).
@@ -25,7 +32,7 @@ when both use the same VAE and preprocessing (true for the released ALOHA pair).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +43,7 @@ from .checkpoint import CosmosCheckpoint, PolicyConfig
 from .denoiser import Denoiser, TorchDenoiser
 from .layout import extract, inject
 from .preprocessing import preprocess_image
-from .sampler import MultistepSampler, initial_noise
+from .sampler import MultistepSampler, seeded_noise
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,38 @@ class EncodedObservation:
     model_images: dict[str, np.ndarray]
     stamp_ns: int = 0
     task: str = ""
+
+    def to(self, device: torch.device | str) -> "EncodedObservation":
+        """The same observation with its tensors on ``device`` (for a replica on another GPU)."""
+        return replace(self, latents=self.latents.to(device), placeholder_latents=self.placeholder_latents.to(device),
+                       text_embedding=self.text_embedding.to(device))
+
+
+@dataclass(frozen=True)
+class CosmosPolicyOutput(PolicyOutput):
+    """A ``PolicyOutput`` plus the raw generated action latent frame ``[C, h, w]`` float32
+    (normalized latent space, before extraction), which the official world model is
+    conditioned on when the planner scores this candidate."""
+
+    action_latent: torch.Tensor | None = None
+
+
+ENSEMBLE_SCHEDULES = ("linspace", "full")
+
+
+def ensemble_step_counts(num_steps: int, members: int, schedule: str = "linspace") -> list[int]:
+    """Denoising steps of each ensemble member.
+
+    "linspace" (official ALOHA planning): ``int(linspace(1, num_steps, members))``, e.g.
+    1, 3, 5 for 3 world-model members and 1, 2, 3, 4, 5 for 5 value members of a 5-step
+    checkpoint; one member (no ensemble) takes ``num_steps``. "full": every member
+    takes ``num_steps``.
+    """
+    if schedule not in ENSEMBLE_SCHEDULES:
+        raise ValueError(f"ensemble step schedule {schedule!r}: expected one of {ENSEMBLE_SCHEDULES}")
+    if schedule == "full" or members == 1:
+        return [num_steps] * members
+    return [int(n) for n in np.linspace(1, num_steps, members).astype(int)]
 
 
 @dataclass(frozen=True)
@@ -87,7 +126,7 @@ class CosmosPolicy:
     def __init__(
         self,
         checkpoint: CosmosCheckpoint,
-        seed: int = 0,
+        seed: int | None = None,
         decode_future_images: bool = True,
         denoiser: Denoiser | None = None,
         max_batch_size: int | None = None,
@@ -100,7 +139,7 @@ class CosmosPolicy:
         self.vae = checkpoint.vae
         self.denoiser: Denoiser = denoiser if denoiser is not None else TorchDenoiser(checkpoint.transformer)
         self.sampler = MultistepSampler(self.config.sampler)
-        self.seed = seed
+        self.seed = self.config.seed if seed is None else int(seed)  # None: the checkpoint's (official ALOHA: 195)
         self.decode_future_images = decode_future_images
         self.max_batch_size = max_batch_size
         self.last_timings: dict[str, float] = {}
@@ -108,8 +147,11 @@ class CosmosPolicy:
         self.device, self.dtype = vae_param.device, vae_param.dtype
         self.temporal_factor = 2 ** sum(self.vae.config.temperal_downsample)
         z_dim = self.vae.config.z_dim
-        self._latents_mean = torch.tensor(self.vae.config.latents_mean, dtype=torch.float32).view(1, z_dim, 1, 1, 1)
-        self._latents_std = torch.tensor(self.vae.config.latents_std, dtype=torch.float32).view(1, z_dim, 1, 1, 1)
+        # As the official Wan tokenizer: mean and 1/std held in the model dtype, 1/std computed in it.
+        std = torch.tensor(self.vae.config.latents_std, dtype=self.dtype, device=self.device)
+        self._latents_mean = torch.tensor(self.vae.config.latents_mean, dtype=self.dtype, device=self.device)
+        self._latents_mean = self._latents_mean.view(1, z_dim, 1, 1, 1)
+        self._latents_inv_std = (1.0 / std).view(1, z_dim, 1, 1, 1)
 
     @classmethod
     def from_pretrained(
@@ -149,7 +191,8 @@ class CosmosPolicy:
         if missing:
             raise KeyError(f"observation lacks camera images {missing}; the model needs {list(cfg.camera_names)}")
         return {
-            cam: preprocess_image(observation.images[cam], cfg.image_size, cfg.center_crop_area, cfg.jpeg_quality)
+            cam: preprocess_image(observation.images[cam], cfg.image_size, cfg.center_crop_area, cfg.jpeg_quality,
+                                  stored_image_size=cfg.stored_image_size)
             for cam in cfg.camera_names
         }
 
@@ -169,16 +212,17 @@ class CosmosPolicy:
 
     @torch.no_grad()
     def encode_video(self, video_uint8: torch.Tensor) -> torch.Tensor:
-        """uint8 ``[B, 3, F, S, S]`` -> normalized latents ``[B, 16, T, S/8, S/8]`` float32."""
+        """uint8 ``[B, 3, F, S, S]`` -> normalized latents ``[B, 16, T, S/8, S/8]`` float32
+        (normalized in the model dtype, as the official tokenizer)."""
         pixels = video_uint8.to(self.device, self.dtype) / 127.5 - 1.0
-        latents = self.vae.encode(pixels).latent_dist.mode().float()
-        return (latents - self._latents_mean.to(latents.device)) / self._latents_std.to(latents.device)
+        mu = self.vae.encode(pixels).latent_dist.mode().to(self.dtype)
+        return ((mu - self._latents_mean) * self._latents_inv_std).float()
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalized latents ``[B, 16, T, h, w]`` -> uint8 video ``[B, F, H, W, 3]``."""
-        z = latents.float() * self._latents_std.to(latents.device) + self._latents_mean.to(latents.device)
-        video = self.vae.decode(z.to(self.dtype)).sample.float()
+        z = latents.to(self.device, self.dtype) / self._latents_inv_std + self._latents_mean
+        video = self.vae.decode(z).sample.float()
         return ((video + 1.0) * 127.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1).cpu()
 
     @torch.no_grad()
@@ -215,18 +259,25 @@ class CosmosPolicy:
 
     # ------------------------------------------------------------------ sampling
     def _sample(
-        self, clean: torch.Tensor, text: torch.Tensor, mode: str, seed: int
+        self, clean: torch.Tensor, text: torch.Tensor, mode: str, seeds: list[int],
+        num_steps: int | list[int] | None = None,
     ) -> torch.Tensor:
-        """Batched sampling; ``max_batch_size`` splits the batch without changing the noise."""
+        """Batched sampling; sample k starts from its own ``[1, ...]`` noise draw of
+        ``seeds[k]`` (as the official code, which samples one at a time) and takes
+        ``num_steps[k]`` steps (default: the checkpoint's count for ``mode``).
+        ``max_batch_size`` splits the batch without changing any sample's noise or steps."""
         batch = clean.shape[0]
-        noise = initial_noise(tuple(clean.shape), seed).to(clean.device)
+        if len(seeds) != batch:
+            raise ValueError(f"{len(seeds)} seeds for a batch of {batch}")
+        noise = seeded_noise(tuple(clean.shape[1:]), seeds).to(clean.device)
         cond = self.config.layout.condition_frames(mode)
-        steps = self.config.num_steps[mode]
+        steps = self.config.num_steps[mode] if num_steps is None else num_steps
+        steps = [steps] * batch if isinstance(steps, int) else list(steps)
         size = self.max_batch_size or batch
         parts = [
             self.sampler.sample(
                 self.denoiser, clean[i : i + size], cond, text.expand(min(size, batch - i), -1, -1),
-                steps, noise[i : i + size],
+                steps[i : i + size], noise[i : i + size],
             )
             for i in range(0, batch, size)
         ]
@@ -250,12 +301,15 @@ class CosmosPolicy:
     @torch.no_grad()
     def sample_candidates(
         self, observation: Observation | EncodedObservation, num_candidates: int, seed: int | None = None
-    ) -> list[PolicyOutput]:
+    ) -> list[CosmosPolicyOutput]:
         """Policy mode, ``num_candidates`` samples in one batched sampler call.
 
-        Each output has ``actions [chunk_size, dof]`` (robot units), ``predicted_value``
-        in [0, 1], ``future_joint_positions [dof]`` and, when ``decode_future_images``,
-        ``future_images`` (camera -> uint8 ``[S, S, 3]``). Same seed -> same outputs.
+        Candidate i is sampled from seed ``seed + i`` (its own ``[1, ...]`` draw, as the
+        official best-of-N deployment), so candidate 0 is what ``infer`` returns for
+        ``seed``. Each output has ``actions [chunk_size, dof]`` (robot units),
+        ``predicted_value`` in [0, 1], ``future_joint_positions [dof]``, ``action_latent``
+        (the raw generated action frame ``[C, h, w]``, for the planner's world model) and,
+        when ``decode_future_images``, ``future_images`` (camera -> uint8 ``[S, S, 3]``).
         """
         if num_candidates < 1:
             raise ValueError("num_candidates must be >= 1")
@@ -266,10 +320,12 @@ class CosmosPolicy:
         cfg, layout = self.config, self.config.layout
         t_den = time.perf_counter()
         clean = encoded.latents.expand(num_candidates, -1, -1, -1, -1)
-        samples = self._sample(clean, encoded.text_embedding, "policy", seed)
+        samples = self._sample(clean, encoded.text_embedding, "policy", [seed + i for i in range(num_candidates)])
         timings["denoise"] = time.perf_counter() - t_den
         n_act = cfg.chunk_size * cfg.dof
-        actions = extract(samples, layout.index_of_kind("action"), n_act).double().cpu().numpy()
+        action_index = layout.index_of_kind("action")
+        action_latents = samples[:, :, action_index].float()
+        actions = extract(samples, action_index, n_act).double().cpu().numpy()
         actions = self.stats.unnormalize_actions(actions.reshape(num_candidates, cfg.chunk_size, cfg.dof))
         values = self.stats.unnormalize_value(extract(samples, layout.index_of_kind("value"), 1)[:, 0].double().cpu().numpy())
         future_joints = None
@@ -282,14 +338,39 @@ class CosmosPolicy:
         timings["total"] = time.perf_counter() - start
         self.last_timings = timings
         return [
-            PolicyOutput(
+            CosmosPolicyOutput(
                 actions=actions[i],
                 predicted_value=float(values[i]),
                 future_joint_positions=None if future_joints is None else future_joints[i],
                 future_images={cam: frames[i] for cam, frames in images.items()},
+                action_latent=action_latents[i],
             )
             for i in range(num_candidates)
         ]
+
+    def _world_model_input(
+        self, encoded: EncodedObservation, chunks: np.ndarray, action_latents: torch.Tensor | np.ndarray | None
+    ) -> torch.Tensor:
+        """``[N, C, T, h, w]`` clean latents for the world model: the observation with the
+        candidates' action frames. The official world model is conditioned on the policy's
+        raw generated action frame; without it (e.g. a remote caller sent chunks only) the
+        normalized chunk is tiled into the frame, as the policy model would have written it."""
+        n, layout = chunks.shape[0], self.config.layout
+        index = layout.index_of_kind("action")
+        latents = encoded.latents.to(self.device)
+        if action_latents is None:
+            normalized = torch.from_numpy(self.stats.normalize_actions(chunks).reshape(n, -1)).float()
+            return inject(latents.expand(n, -1, -1, -1, -1), index, normalized.to(self.device))
+        frames = torch.as_tensor(action_latents).to(self.device, torch.float32)
+        expected = (n, *latents.shape[1:2], *latents.shape[3:])
+        if tuple(frames.shape) != expected:
+            raise ValueError(f"action_latents has shape {tuple(frames.shape)}, expected {list(expected)} "
+                             "(one raw action latent frame [C, h, w] per candidate)")
+        if not torch.isfinite(frames).all():
+            raise ValueError("action_latents contains NaN or inf")
+        clean = latents.expand(n, -1, -1, -1, -1).clone()
+        clean[:, :, index] = frames
+        return clean
 
     @torch.no_grad()
     def predict_outcomes(
@@ -300,13 +381,22 @@ class CosmosPolicy:
         num_value_samples: int = 1,
         seed: int | None = None,
         decode_future_images: bool = False,
+        action_latents: torch.Tensor | np.ndarray | None = None,
+        ensemble_steps: str = "linspace",
     ) -> OutcomePrediction:
         """World model p(s' | s, a) then value p(V | ..., s') for N candidate chunks.
 
-        action_chunks: ``[N, chunk_size, dof]`` robot units. All N x S world-model
-        samples run in one batched sampler call (seed ``seed``), then all N x S x V
-        value samples in one more (seed ``seed + 1``). Unlike the official ensemble,
-        every member uses the configured step count (batching needs one schedule).
+        action_chunks: ``[N, chunk_size, dof]`` robot units. action_latents: optional
+        ``[N, C, h, w]`` raw action frames from ``sample_candidates`` (what the official
+        world model sees); without them the chunks are tiled into the action frame.
+
+        As the official ALOHA planner: candidate c's world-model member i uses seed
+        ``seed + c + i`` and value member j (for each of its future states) seed
+        ``seed + c + j``, each drawn alone; member step counts follow ``ensemble_steps``
+        (``ensemble_step_counts``: 1, 3, 5 and 1..5 for 3 x 5 members of a 5-step
+        checkpoint). All N x S world-model samples run in one batched sampler call and
+        all N x S x V value samples in one more; members still running at a step share
+        its forward pass.
         """
         seed = self.seed if seed is None else seed
         cfg, layout = self.config, self.config.layout
@@ -315,17 +405,20 @@ class CosmosPolicy:
             raise ValueError(f"action_chunks has shape {chunks.shape}, expected [N, {cfg.chunk_size}, {cfg.dof}]")
         if num_future_samples < 1 or num_value_samples < 1:
             raise ValueError("num_future_samples and num_value_samples must be >= 1")
+        world_steps = ensemble_step_counts(cfg.num_steps["world_model"], num_future_samples, ensemble_steps)
+        value_steps = ensemble_step_counts(cfg.num_steps["value"], num_value_samples, ensemble_steps)
         encoded = self._encoded(observation)
         n, s, v = chunks.shape[0], num_future_samples, num_value_samples
         timings = dict(self.last_timings) if not isinstance(observation, EncodedObservation) else {}
         t0 = time.perf_counter()
-        normalized = torch.from_numpy(self.stats.normalize_actions(chunks).reshape(n, -1)).float()
-        normalized = normalized.to(encoded.latents.device).repeat_interleave(s, dim=0)
-        clean = inject(encoded.latents.expand(n * s, -1, -1, -1, -1), layout.index_of_kind("action"), normalized)
-        world = self._sample(clean, encoded.text_embedding, "world_model", seed)
+        clean = self._world_model_input(encoded, chunks, action_latents).repeat_interleave(s, dim=0)
+        text = encoded.text_embedding.to(self.device)
+        world = self._sample(clean, text, "world_model", [seed + c + i for c in range(n) for i in range(s)],
+                             world_steps * n)
         t1 = time.perf_counter()
         value_in = world.repeat_interleave(v, dim=0)
-        value_samples = self._sample(value_in, encoded.text_embedding, "value", seed + 1)
+        value_seeds = [seed + c + j for c in range(n) for _ in range(s) for j in range(v)]
+        value_samples = self._sample(value_in, text, "value", value_seeds, value_steps * (n * s))
         t2 = time.perf_counter()
         values = extract(value_samples, layout.index_of_kind("value"), 1)[:, 0].double().cpu().numpy()
         values = self.stats.unnormalize_value(values).reshape(n, s, v)

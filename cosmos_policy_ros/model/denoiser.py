@@ -24,7 +24,8 @@ Preconditioning (Cosmos-Predict2 ``RectifiedFlowScaling``, sigma_data 1,
 t_scaling_factor 1), per frame, with t = sigma / (sigma + 1):
 
     network input  = x_t * (1 - t)   (condition frames: x_t unchanged = clean latent)
-    timestep       = t               (shape [B, 1, T, 1, 1], float32)
+    timestep       = t               (shape [B, 1, T, 1, 1], in the network's dtype:
+                                      bf16 on a GPU, as the official code feeds it)
     x0             = (1 - t) * x_t - t * network_output   (computed in float32)
 
 The transformer is called with ``fps=None``: an fps switches on temporal RoPE
@@ -96,7 +97,7 @@ class DenoiserNetwork(nn.Module):
         padding_mask = x_t.new_zeros(1, 1, height, width)
         out = self.transformer(
             hidden_states=(x_t * c_in).to(dtype),
-            timestep=t,
+            timestep=t.to(dtype),  # official: c_noise cast to the model dtype (no fp32 timestep strategy)
             encoder_hidden_states=text_embedding.to(dtype),
             condition_mask=condition_mask.to(dtype),
             padding_mask=padding_mask.to(dtype),

@@ -1,6 +1,8 @@
 """Test-time image preprocessing, as the official Cosmos Policy evaluation does it:
-optional JPEG round trip, resize to the model's square size, then a 90%-area center
-crop resized back (matching the 90%-area random crops seen in training).
+optional resize to the size the training data was stored at (official ALOHA: 256x256
+bicubic, done by its robot client) and then to the model's square size, optional JPEG
+round trip, resize to the model's square size (a no-op after the first stage), then a
+90%-area center crop resized back (matching the 90%-area random crops seen in training).
 
 Input and output are uint8 RGB ``[H, W, 3]``. The crop's resize is bilinear with
 antialiasing (torchvision's tensor resize); it is done with torch directly, so pixel
@@ -45,12 +47,19 @@ def center_crop_resize(image: np.ndarray, area_fraction: float) -> np.ndarray:
 
 
 def preprocess_image(
-    image: np.ndarray, size: int, center_crop_area: float | None = 0.9, jpeg_quality: int | None = None
+    image: np.ndarray, size: int, center_crop_area: float | None = 0.9, jpeg_quality: int | None = None,
+    stored_image_size: int | None = None,
 ) -> np.ndarray:
-    """uint8 ``[H, W, 3]`` camera image -> uint8 ``[size, size, 3]`` model input."""
+    """uint8 ``[H, W, 3]`` camera image -> uint8 ``[size, size, 3]`` model input.
+
+    ``stored_image_size``: the square size the training frames were stored at; the frame
+    is resized to it first, then to ``size`` (two bicubic stages, not one), before JPEG.
+    """
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected a uint8 RGB image [H, W, 3], got {image.dtype} {image.shape}")
+    if stored_image_size is not None:
+        image = resize_square(resize_square(image, stored_image_size), size)
     if jpeg_quality is not None:
         image = jpeg_round_trip(image, jpeg_quality)
     image = resize_square(image, size)

@@ -7,19 +7,27 @@ It knows nothing about networks: it calls any ``Denoiser`` (see ``denoiser.py``)
 the torch and the ONNX Runtime backends share this code.
 
 Step counting follows Cosmos Policy: ``num_steps`` network evaluations in total. For
-``num_steps > 1`` the schedule has ``num_steps`` sigmas from sigma_max down to sigma_min,
+``num_steps > 2`` the schedule has ``num_steps`` sigmas from sigma_max down to sigma_min,
 the solver takes ``num_steps - 1`` steps and a last evaluation at sigma_min returns x0;
-for ``num_steps == 1`` the x0 prediction at sigma_max is returned.
+for ``num_steps`` 1 and 2 the x0 prediction at sigma_max is returned (the official sampler
+lowers 2 to 1 and then takes its one-step branch, so "2 steps" is one evaluation there).
+
+Each sample of a batch may have its own step count (``num_steps`` a sequence): the
+network takes a noise level per sample, so at evaluation k every sample that still has
+an evaluation k left goes through one shared forward pass, each at its own sigma, and
+each sample's arithmetic is the same as in a batch of its own schedule.
 
 Initial noise is architecture invariant (numpy ``RandomState(seed).standard_normal``,
-float32, shape ``[B, C, T, h, w]``), the same draw the official ``arch_invariant_rand``
-makes, so a seed gives the same noise on CPU and GPU and matches the official code.
+float32), the same draw the official ``arch_invariant_rand`` makes, so a seed gives the
+same noise on CPU and GPU and matches the official code. The official deployment draws
+each sample alone (shape ``[1, C, T, h, w]``) with its own seed; ``seeded_noise`` does that
+for a list of seeds.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -62,6 +70,20 @@ def initial_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return torch.from_numpy(np.random.RandomState(seed).standard_normal(shape).astype(np.float32))
 
 
+def seeded_noise(sample_shape: tuple[int, ...], seeds: Sequence[int]) -> torch.Tensor:
+    """``[len(seeds), *sample_shape]``: sample k is ``initial_noise((1, *sample_shape), seeds[k])``."""
+    cache: dict[int, torch.Tensor] = {}
+    for seed in seeds:
+        if seed not in cache:
+            cache[seed] = initial_noise((1, *sample_shape), int(seed))
+    return torch.cat([cache[seed] for seed in seeds])
+
+
+def num_evaluations(num_steps: int) -> int:
+    """Network evaluations the official sampler makes when asked for ``num_steps``."""
+    return 1 if num_steps <= 2 else num_steps
+
+
 def _euler_step(x_s: torch.Tensor, x0_s: torch.Tensor, s: float, t: float) -> torch.Tensor:
     # Exact for a constant x0 along the ray x = x0 + sigma * eps.
     return (s - t) / s * x0_s + (t / s) * x_s
@@ -89,8 +111,11 @@ class MultistepSampler:
         self.config = config or SamplerConfig()
 
     def sigmas(self, num_steps: int) -> list[float]:
+        """The noise levels of the ``num_evaluations(num_steps)`` network evaluations."""
         cfg = self.config
-        return karras_sigmas(max(num_steps - 1, 1), cfg.sigma_min, cfg.sigma_max, cfg.rho)
+        if num_evaluations(num_steps) == 1:
+            return [cfg.sigma_max]
+        return karras_sigmas(num_steps - 1, cfg.sigma_min, cfg.sigma_max, cfg.rho)
 
     @torch.no_grad()
     def sample(
@@ -99,9 +124,9 @@ class MultistepSampler:
         clean_latents: torch.Tensor,
         condition_frames: torch.Tensor,
         text_embedding: torch.Tensor,
-        num_steps: int,
+        num_steps: int | Sequence[int],
         noise: torch.Tensor,
-        callback: Callable[[int, float, torch.Tensor], None] | None = None,
+        callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
     ) -> torch.Tensor:
         """Run the solver and return x0 ``[B, C, T, h, w]`` (float32).
 
@@ -110,43 +135,62 @@ class MultistepSampler:
         condition_frames: ``[T]`` or ``[B, T]`` bool, True for clean condition frames;
             these come back bit-identical to ``clean_latents``.
         text_embedding: ``[B, L, D]``.
+        num_steps: one step count for the batch, or one per sample (``[B]``).
         noise: ``[B, C, T, h, w]`` unit Gaussian (see ``initial_noise``).
-        callback: called as ``callback(eval_index, sigma, x_t)`` before each network call.
+        callback: called as ``callback(eval_index, sigma [b], x_t [b, ...])`` before each
+            network call, with the b samples that take part in it.
         """
-        if num_steps < 1:
+        batch, _, frames = clean_latents.shape[:3]
+        steps = [int(num_steps)] * batch if isinstance(num_steps, int) else [int(n) for n in num_steps]
+        if len(steps) != batch:
+            raise ValueError(f"num_steps has {len(steps)} entries for a batch of {batch}")
+        if any(n < 1 for n in steps):
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         if noise.shape != clean_latents.shape:
             raise ValueError(f"noise shape {tuple(noise.shape)} != latents shape {tuple(clean_latents.shape)}")
-        batch, _, frames = clean_latents.shape[:3]
         device = clean_latents.device
         cond = condition_frames.to(device=device, dtype=torch.bool)
         if cond.ndim == 1:
             cond = cond.unsqueeze(0).expand(batch, frames)
         if cond.shape != (batch, frames):
             raise ValueError(f"condition_frames shape {tuple(cond.shape)} != (batch, frames) {(batch, frames)}")
+        if text_embedding.shape[0] != batch:
+            text_embedding = text_embedding.expand(batch, -1, -1)
         cond_5d = cond[:, None, :, None, None]
         clean = clean_latents.to(torch.float32)
-        cond_float = cond.to(torch.float32)
         sigma_cond = torch.full((batch, frames), self.config.sigma_conditional, device=device)
-        eval_index = 0
 
-        def x0_fn(x_t: torch.Tensor, sigma: float) -> torch.Tensor:
-            nonlocal eval_index
-            x_in = torch.where(cond_5d, clean, x_t.to(torch.float32))
-            if callback is not None:
-                callback(eval_index, sigma, x_in)
-            eval_index += 1
-            sigma_frames = torch.where(cond, sigma_cond, torch.full_like(sigma_cond, sigma))
-            x0 = denoiser(x_in, sigma_frames, cond_float, text_embedding)
-            return torch.where(cond_5d, clean, x0.to(torch.float32)).to(torch.float64)
-
-        sigmas = self.sigmas(num_steps)
+        # Samples that share a step count share a schedule and update together.
+        schedules = {n: self.sigmas(n) for n in set(steps)}
+        groups = {n: [b for b in range(batch) if steps[b] == n] for n in schedules}
         x = (noise.to(device=device, dtype=torch.float32) * self.config.sigma_max).to(torch.float64)
-        if num_steps == 1:
-            return x0_fn(x, sigmas[0]).to(torch.float32)
-        previous: tuple[torch.Tensor, float] | None = None
-        for s, t in zip(sigmas[:-1], sigmas[1:]):
-            x0 = x0_fn(x, s)
-            x = _euler_step(x, x0, s, t) if previous is None else _ab2_step(x, x0, s, t, *previous)
-            previous = (x0, s)
-        return x0_fn(x, sigmas[-1]).to(torch.float32)
+        x0_prev = torch.zeros_like(x)
+        result = torch.empty_like(clean)
+        for k in range(max(len(sigmas) for sigmas in schedules.values())):
+            active = [n for n in schedules if k < len(schedules[n])]
+            members = [b for n in active for b in groups[n]]
+            index = torch.tensor(members, device=device)
+            sigma = torch.tensor([schedules[n][k] for n in active for _ in groups[n]], dtype=torch.float32,
+                                 device=device)
+            x_in = torch.where(cond_5d[index], clean[index], x[index].to(torch.float32))
+            if callback is not None:
+                callback(k, sigma, x_in)
+            sigma_frames = torch.where(cond[index], sigma_cond[index], sigma[:, None].expand(-1, frames))
+            x0 = denoiser(x_in, sigma_frames, cond[index].to(torch.float32), text_embedding[index])
+            x0 = torch.where(cond_5d[index], clean[index], x0.to(torch.float32)).to(torch.float64)
+            offset = 0
+            for n in active:
+                rows = slice(offset, offset + len(groups[n]))
+                at = torch.tensor(groups[n], device=device)
+                offset += len(groups[n])
+                sigmas = schedules[n]
+                if k == len(sigmas) - 1:
+                    result[at] = x0[rows].to(torch.float32)
+                    continue
+                s, t = sigmas[k], sigmas[k + 1]
+                if k == 0:
+                    x[at] = _euler_step(x[at], x0[rows], s, t)
+                else:
+                    x[at] = _ab2_step(x[at], x0[rows], s, t, x0_prev[at], sigmas[k - 1])
+                x0_prev[at] = x0[rows]
+        return result

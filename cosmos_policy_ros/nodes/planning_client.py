@@ -49,7 +49,9 @@ class PlanningClient:
         # The planner predicts the futures; decoding N policy-mode futures here is wasted work.
         if getattr(policy, "decode_future_images", False):
             policy.decode_future_images = False
-        self.seed = int(getattr(policy, "seed", self.settings.seed))
+        # The policy's own seed (candidate 0 = what the policy alone runs), else planning.seed, else 0.
+        seed = getattr(policy, "seed", None)
+        self.seed = int(seed if seed is not None else (self.settings.seed or 0))
         self.chunk_period_s = policy_control_period_s(policy, config.control_period_s)
         self.stats = PlanningStats()
         self._pending = PendingRequests()
