@@ -303,3 +303,23 @@ def test_partial_score_value_rule_official_by_default_scaled_on_request(tmp_path
     assert scaled.attrs['value_rule'] == 'scaled' and official.terminal_reward == 0.5
     with pytest.raises(ValueError, match='value_rule'):
         bags_to_dataset([bag], tmp_path / 'bad', None, value_rule='half', progress=False)
+
+
+def test_replay_reads_the_converters_rate_and_refuses_or_resamples(tmp_path, typestore):
+    # The converter writes control_rate_hz (not fps); the replay rate check must see it.
+    from cosmos_policy_ros.control.replay import EpisodeFileError, ReplayPolicy
+    from cosmos_policy_ros.types import Observation
+
+    bag = write_synthetic_bag(tmp_path / 'bags', typestore, 'replay', duration_s=0.5, outcome=EpisodeOutcome(True))
+    bags_to_dataset([bag], tmp_path / 'ds', None, control_rate_hz=25.0, progress=False)
+    path = tmp_path / 'ds' / 'episode_0.hdf5'
+    assert 'fps' not in read_episode(path).attrs
+    with pytest.raises(EpisodeFileError, match='recorded at 25 Hz but the robot runs at 50 Hz'):
+        ReplayPolicy(path, control_period_s=0.02)
+    actions = read_episode(path).action
+    same_rate = ReplayPolicy(path, control_period_s=0.04, horizon=4)
+    np.testing.assert_array_equal(same_rate.infer(Observation(0, {}, np.zeros(14))).actions, actions[:4])
+    resampled = ReplayPolicy(path, control_period_s=0.02, horizon=5, resample=True)
+    chunk = resampled.infer(Observation(0, {}, np.zeros(14))).actions
+    np.testing.assert_allclose(chunk[[0, 2, 4]], actions[:3])
+    np.testing.assert_allclose(chunk[1], (actions[0] + actions[1]) / 2)
