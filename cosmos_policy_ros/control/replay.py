@@ -13,7 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cosmos_policy_ros.learning.episodes import EpisodeFormatError, read_episode, resample_to_rate
+from cosmos_policy_ros.learning.episodes import (
+    EpisodeFormatError,
+    read_episode,
+    resample_to_rate,
+)
 from cosmos_policy_ros.types import Observation, PolicyOutput
 
 #: Kept for callers that catch the replay error by its old name.

@@ -189,7 +189,11 @@ def _match_topic(bag: Path, topics: Iterable[str], wanted: str) -> str | None:
 
 def _image_to_rgb(msg: Any, msgtype: str) -> np.ndarray:
     """Decoded bag image (rosbags message) -> uint8 RGB, with the policy node's decoder."""
-    from cosmos_policy_ros.control.images import ImageConversionError, compressed_to_rgb, image_to_rgb
+    from cosmos_policy_ros.control.images import (
+        ImageConversionError,
+        compressed_to_rgb,
+        image_to_rgb,
+    )
 
     try:
         if msgtype == 'sensor_msgs/msg/CompressedImage':

@@ -96,7 +96,7 @@ def resample_grid(num_steps: int, file_rate_hz: float, target_rate_hz: float) ->
     if abs(file_rate_hz - target_rate_hz) < 1e-6 * target_rate_hz:
         return times, times.copy()
     duration_s = (num_steps - 1) / file_rate_hz
-    count = int(math.floor(duration_s * target_rate_hz + 1e-9)) + 1
+    count = math.floor(duration_s * target_rate_hz + 1e-9) + 1
     return times, np.arange(count, dtype=np.float64) / target_rate_hz
 
 
@@ -256,7 +256,7 @@ def read_episode(
             if optional["value"].shape != (steps,):
                 raise bad("dataset /value", f"has shape {optional['value'].shape}, expected ({steps},)")
         attrs = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in f.attrs.items()}
-        group = f["observations/images"] if "observations/images" in f else {}
+        group = f.get("observations/images", {})
         shapes = {cam: tuple(ds.shape) for cam, ds in group.items()}
         for cam in cameras:
             if cam not in shapes:
