@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from cosmos_policy_ros.model.checkpoint import ALOHA_JOINT_NAMES, CosmosCheckpoint
-from cosmos_policy_ros.model.cosmos_policy import CosmosPolicy
-from cosmos_policy_ros.model.layout import MODES, aloha_layout
-from cosmos_policy_ros.model.tiny import TINY_TASKS, build_tiny_checkpoint, make_tiny_checkpoint
 from cosmos_policy_ros.learning import episodes
-from cosmos_policy_ros.learning.schedule import PLANNING_SCHEDULE, POLICY_SCHEDULE, LinearWarmupDecaySchedule
+from cosmos_policy_ros.learning.schedule import (
+    PLANNING_SCHEDULE,
+    POLICY_SCHEDULE,
+    LinearWarmupDecaySchedule,
+)
 from cosmos_policy_ros.learning.trainer import loss_frames_per_mode
 from cosmos_policy_ros.learning.training import (
     DataMix,
@@ -31,6 +31,14 @@ from cosmos_policy_ros.learning.training import (
     generated_frame_loss,
     run_train,
     training_state_path,
+)
+from cosmos_policy_ros.model.checkpoint import ALOHA_JOINT_NAMES, CosmosCheckpoint
+from cosmos_policy_ros.model.cosmos_policy import CosmosPolicy
+from cosmos_policy_ros.model.layout import MODES, aloha_layout
+from cosmos_policy_ros.model.tiny import (
+    TINY_TASKS,
+    build_tiny_checkpoint,
+    make_tiny_checkpoint,
 )
 from cosmos_policy_ros.types import Observation
 
