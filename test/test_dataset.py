@@ -16,10 +16,9 @@ from cosmos_policy_ros.learning.bags_to_dataset import (
     DatasetError,
     add_bags_to_dataset_arguments,
     bags_to_dataset,
-    read_episode_hdf5,
     run_bags_to_dataset,
-    value_targets,
 )
+from cosmos_policy_ros.learning.episodes import DEFAULT_GAMMA, read_episode, value_targets
 from cosmos_policy_ros.recording import EpisodeOutcome, EpisodeRecorder, build_typestore, label_episode
 
 REPO = Path(__file__).resolve().parent.parent
@@ -105,9 +104,25 @@ def test_value_targets_formula():
     v = value_targets(4, 1.0, gamma=0.5)
     np.testing.assert_allclose(v, [0.125, 0.25, 0.5, 1.0])
     np.testing.assert_allclose(value_targets(3, 0.0, 0.9), [0, 0, 0])
-    np.testing.assert_allclose(value_targets(2, 0.6, 0.9), [0.54, 0.6], rtol=1e-6)
+    # Official rule (default): the loader rescales returns by the terminal reward itself
+    # (2 G_t / r - 1 for r > 0), so a partial score 0.6 gives the full-success targets.
+    np.testing.assert_allclose(value_targets(2, 0.6, 0.9), [0.9, 1.0], rtol=1e-6)
+    # The scaled rule stays available: targets times the score.
+    np.testing.assert_allclose(value_targets(2, 0.6, 0.9, rule='scaled'), [0.54, 0.6], rtol=1e-6)
     with pytest.raises(ValueError):
         value_targets(3, 1.0, gamma=0.0)
+    with pytest.raises(ValueError, match='value rule'):
+        value_targets(3, 1.0, rule='halved')
+
+
+def test_default_gamma_is_the_official_aloha_gamma():
+    assert DEFAULT_GAMMA == 0.998  # aloha dataset configs: gamma=0.998
+
+
+def _episode(path):
+    ep = read_episode(path, load_images=True)
+    return {'qpos': ep.qpos, 'qvel': ep.qvel, 'action': ep.action, 'value': ep.value,
+            'timestamps_ns': ep.timestamps_ns, 'images': ep.images, 'attrs': ep.attrs}
 
 
 def test_bags_to_dataset_layout_alignment_stats_values(tmp_path, typestore):
@@ -138,7 +153,7 @@ def test_bags_to_dataset_layout_alignment_stats_values(tmp_path, typestore):
     with h5py.File(out / 'episode_1.hdf5', 'r') as f:
         assert f.attrs['success'] == False and 'success_score' not in f.attrs  # noqa: E712
 
-    ep = read_episode_hdf5(out / 'episode_0.hdf5')
+    ep = _episode(out / 'episode_0.hdf5')
     grid = ep['timestamps_ns']
     T = len(grid)
     # --- time grid: from the first instant all streams have data, at 50 Hz
@@ -177,12 +192,13 @@ def test_bags_to_dataset_layout_alignment_stats_values(tmp_path, typestore):
         np.testing.assert_array_equal(images[:, 0, 0, 0], nearest)
         assert (images[..., 1] == cam_index).all() and (images[..., 2] == 200).all()
 
-    # --- value targets: discounted terminal reward (score 0.8) / failure -> zeros
-    np.testing.assert_allclose(ep['value'], 0.8 * gamma ** np.arange(T - 1, -1, -1), rtol=1e-6)
-    np.testing.assert_allclose(read_episode_hdf5(out / 'episode_1.hdf5', load_images=False)['value'], 0.0)
+    # --- value targets: score 0.8 > 0 -> full-success discounted targets (official rule) / failure -> zeros
+    np.testing.assert_allclose(ep['value'], gamma ** np.arange(T - 1, -1, -1), rtol=1e-6)
+    assert ep['attrs']['value_rule'] == 'official'
+    np.testing.assert_allclose(_episode(out / 'episode_1.hdf5')['value'], 0.0)
 
     # --- statistics JSON in the official format, over all steps of both episodes
-    eps = [read_episode_hdf5(out / f'episode_{i}.hdf5', load_images=False) for i in range(2)]
+    eps = [_episode(out / f'episode_{i}.hdf5') for i in range(2)]
     actions = np.concatenate([e['action'] for e in eps])
     proprio = np.concatenate([e['qpos'] for e in eps])
     for name in ('dataset_statistics.json', 'aloha_dataset_statistics.json'):
@@ -204,7 +220,7 @@ def test_hold_actions_and_namespaced_topics(tmp_path, typestore):
     bag = write_synthetic_bag(tmp_path / 'bags', typestore, 'ns', outcome=EpisodeOutcome(True), namespace='/robot1/')
     out = tmp_path / 'dataset'
     bags_to_dataset([bag], out, None, control_rate_hz=25.0, action_interpolation='hold', progress=False)
-    ep = read_episode_hdf5(out / 'episode_0.hdf5', load_images=False)
+    ep = _episode(out / 'episode_0.hdf5')
     grid = ep['timestamps_ns']
     np.testing.assert_array_equal(np.diff(grid), 40_000_000)
     cmd_stamps = T0 + 7_000_000 + (np.arange(0, 1.0, 0.02) * 1e9).astype(np.int64)
@@ -235,10 +251,10 @@ def test_labels_unlabeled_and_unclosed_bags(tmp_path, typestore):
     with pytest.raises(DatasetError, match='no outcome label'):
         bags_to_dataset([bag], tmp_path / 'o1', None, progress=False)
     bags_to_dataset([bag], tmp_path / 'o2', None, unlabeled='success', progress=False)
-    assert read_episode_hdf5(tmp_path / 'o2' / 'episode_0.hdf5', load_images=False)['value'][-1] == 1.0
+    assert _episode(tmp_path / 'o2' / 'episode_0.hdf5')['value'][-1] == 1.0
     label_episode(bag, False)
     bags_to_dataset([bag], tmp_path / 'o3', None, progress=False)
-    relabeled = read_episode_hdf5(tmp_path / 'o3' / 'episode_0.hdf5', load_images=False)
+    relabeled = _episode(tmp_path / 'o3' / 'episode_0.hdf5')
     assert relabeled['attrs']['success'] == False  # noqa: E712
 
     unclosed = tmp_path / 'bags' / 'unclosed'
@@ -258,7 +274,7 @@ def test_cli_subcommand(tmp_path, typestore, capsys):
                               '--hdf5-compression', 'gzip'])
     assert run_bags_to_dataset(args) == 0
     assert 'wrote 2 episodes (1 successes' in capsys.readouterr().out
-    ep = read_episode_hdf5(tmp_path / 'ds' / 'episode_1.hdf5')
+    ep = _episode(tmp_path / 'ds' / 'episode_1.hdf5')
     assert ep['attrs']['episode_id'] == 'e1' and ep['images']['cam_high'].shape[1:] == (H, W, 3)
 
 
@@ -273,3 +289,37 @@ def test_config_errors():
         DatasetConfig.from_robot_config(None, cameras=['cam_side'])
     cfg = DatasetConfig.from_robot_config({**aloha, 'camera_transport': 'compressed'})
     assert cfg.cameras['cam_high'] == 'cam_high/image_raw/compressed'
+
+
+def test_partial_score_value_rule_official_by_default_scaled_on_request(tmp_path, typestore):
+    bag = write_synthetic_bag(tmp_path / 'bags', typestore, 'half', duration_s=0.3, outcome=EpisodeOutcome(True, 0.5))
+    bags_to_dataset([bag], tmp_path / 'official', None, gamma=0.9, progress=False)
+    bags_to_dataset([bag], tmp_path / 'scaled', None, gamma=0.9, value_rule='scaled', progress=False)
+    official = read_episode(tmp_path / 'official' / 'episode_0.hdf5')
+    scaled = read_episode(tmp_path / 'scaled' / 'episode_0.hdf5')
+    steps_to_end = np.arange(official.num_steps - 1, -1, -1)
+    np.testing.assert_allclose(official.value, 0.9 ** steps_to_end, rtol=1e-6)
+    np.testing.assert_allclose(scaled.value, 0.5 * 0.9 ** steps_to_end, rtol=1e-6)
+    assert scaled.attrs['value_rule'] == 'scaled' and official.terminal_reward == 0.5
+    with pytest.raises(ValueError, match='value_rule'):
+        bags_to_dataset([bag], tmp_path / 'bad', None, value_rule='half', progress=False)
+
+
+def test_replay_reads_the_converters_rate_and_refuses_or_resamples(tmp_path, typestore):
+    # The converter writes control_rate_hz (not fps); the replay rate check must see it.
+    from cosmos_policy_ros.control.replay import EpisodeFileError, ReplayPolicy
+    from cosmos_policy_ros.types import Observation
+
+    bag = write_synthetic_bag(tmp_path / 'bags', typestore, 'replay', duration_s=0.5, outcome=EpisodeOutcome(True))
+    bags_to_dataset([bag], tmp_path / 'ds', None, control_rate_hz=25.0, progress=False)
+    path = tmp_path / 'ds' / 'episode_0.hdf5'
+    assert 'fps' not in read_episode(path).attrs
+    with pytest.raises(EpisodeFileError, match='recorded at 25 Hz but the robot runs at 50 Hz'):
+        ReplayPolicy(path, control_period_s=0.02)
+    actions = read_episode(path).action
+    same_rate = ReplayPolicy(path, control_period_s=0.04, horizon=4)
+    np.testing.assert_array_equal(same_rate.infer(Observation(0, {}, np.zeros(14))).actions, actions[:4])
+    resampled = ReplayPolicy(path, control_period_s=0.02, horizon=5, resample=True)
+    chunk = resampled.infer(Observation(0, {}, np.zeros(14))).actions
+    np.testing.assert_allclose(chunk[[0, 2, 4]], actions[:3])
+    np.testing.assert_allclose(chunk[1], (actions[0] + actions[1]) / 2)

@@ -12,7 +12,7 @@ from conftest import REPO
 
 from cosmos_policy_ros.config import ConfigError, load_config
 from cosmos_policy_ros.control.policies import check_checkpoint_matches_robot
-from cosmos_policy_ros.learning.bags_to_dataset import read_episode_hdf5
+from cosmos_policy_ros.learning.episodes import read_episode
 from cosmos_policy_ros.learning.evaluation import chunk_latency_ms, format_table, plot_eval, summarize
 
 ALOHA = load_config("aloha")
@@ -94,13 +94,13 @@ def test_in_process_demos_match_the_recording_path_in_eval_mode(tmp_path):
     for name in ("dataset_statistics.json", "aloha_dataset_statistics.json", "dataset_info.json"):
         assert (tmp_path / "direct" / name).is_file()
 
-    recorded = read_episode_hdf5(tmp_path / "recorded" / "episode_0.hdf5", load_images=False)
-    direct = read_episode_hdf5(tmp_path / "direct" / "episode_0.hdf5", load_images=False)
-    assert abs(len(recorded["qpos"]) - len(direct["qpos"])) <= 3
+    recorded = read_episode(tmp_path / "recorded" / "episode_0.hdf5")
+    direct = read_episode(tmp_path / "direct" / "episode_0.hdf5")
+    assert abs(len(recorded.qpos) - len(direct.qpos)) <= 3
     # The recorder logs receive times: allow a shift of up to two ticks between the grids.
-    n = min(len(recorded["qpos"]), len(direct["qpos"])) - 4
-    best = min(np.abs(recorded["qpos"][2 + s:2 + s + n] - direct["qpos"][2:2 + n]).max() for s in (-2, -1, 0, 1, 2))
+    n = min(len(recorded.qpos), len(direct.qpos)) - 4
+    best = min(np.abs(recorded.qpos[2 + s:2 + s + n] - direct.qpos[2:2 + n]).max() for s in (-2, -1, 0, 1, 2))
     assert best < 0.03, best
     # The expert moved the arms far from the start (a frozen or skipped start would not match).
-    assert np.abs(direct["qpos"][-1] - direct["qpos"][0]).max() > 0.3
-    assert np.allclose(graph["final_joint_positions"], direct["qpos"][-1], atol=0.05)
+    assert np.abs(direct.qpos[-1] - direct.qpos[0]).max() > 0.3
+    assert np.allclose(graph["final_joint_positions"], direct.qpos[-1], atol=0.05)

@@ -1,9 +1,11 @@
 """ReplayPolicy: replays a recorded ALOHA episode's actions, the way ALOHA's replay
 script checks a robot (same joints, same timing) before any model is trusted on it.
 
-Episode files use the ALOHA/ACT HDF5 layout: `/action` `[T, 14]`, `/observations/qpos`
-`[T, 14]`, `/observations/images/<cam>` `[T, H, W, 3]`; the rate is the file's `fps`
-attribute when present, else the control rate given.
+Episode files are read with the package's one episode reader
+(``cosmos_policy_ros.learning.episodes``): ``/action`` ``[T, dof]``; the recorded rate is
+the file's ``control_rate_hz`` attribute (``fps`` for files from other ALOHA tools).
+A file recorded at another rate than the robot's is refused, or resampled with the
+package's one resampler when asked (``resample=True``).
 """
 from __future__ import annotations
 
@@ -11,32 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
+from cosmos_policy_ros.learning.episodes import (
+    EpisodeFormatError,
+    read_episode,
+    resample_to_rate,
+)
 from cosmos_policy_ros.types import Observation, PolicyOutput
 
-
-class EpisodeFileError(ValueError):
-    pass
+#: Kept for callers that catch the replay error by its old name.
+EpisodeFileError = EpisodeFormatError
 
 
 def read_episode_actions(path: str | Path) -> tuple[np.ndarray, float | None]:
-    import h5py
-
-    path = Path(path)
-    if not path.exists():
-        raise EpisodeFileError(f"episode file {path} does not exist")
-    try:
-        with h5py.File(path, "r") as f:
-            if "action" not in f:
-                raise EpisodeFileError(f"{path}: no /action dataset (ALOHA episode layout expected)")
-            actions = np.asarray(f["action"], dtype=np.float64)
-            fps = f.attrs.get("fps")
-    except OSError as exc:
-        raise EpisodeFileError(f"{path}: not a readable HDF5 file: {exc}") from exc
-    if actions.ndim != 2 or actions.shape[0] == 0:
-        raise EpisodeFileError(f"{path}: /action must be [T, dof] with T > 0, got {actions.shape}")
-    if not np.all(np.isfinite(actions)):
-        raise EpisodeFileError(f"{path}: /action contains NaN/inf")
-    return actions, (float(fps) if fps is not None else None)
+    """``(actions [T, dof], recorded rate in Hz or None)`` of an episode file."""
+    episode = read_episode(path, need_qpos=False)
+    return episode.action, episode.control_rate_hz
 
 
 class TimeIndexedTrajectoryPolicy:
@@ -63,10 +54,13 @@ class TimeIndexedTrajectoryPolicy:
 
 
 class ReplayPolicy(TimeIndexedTrajectoryPolicy):
-    def __init__(self, episode_path: str | Path, control_period_s: float, horizon: int = 50):
-        actions, fps = read_episode_actions(episode_path)
-        if fps is not None and abs(1.0 / fps - control_period_s) > 1e-6:
-            raise EpisodeFileError(
-                f"{episode_path}: recorded at {fps:g} Hz but the robot runs at {1 / control_period_s:g} Hz; "
-                "replay at the recorded rate (set control_rate_hz) or resample the episode")
+    def __init__(self, episode_path: str | Path, control_period_s: float, horizon: int = 50, resample: bool = False):
+        actions, rate_hz = read_episode_actions(episode_path)
+        robot_rate_hz = 1.0 / control_period_s
+        if rate_hz is not None and abs(1.0 / rate_hz - control_period_s) > 1e-6:
+            if not resample:
+                raise EpisodeFileError(
+                    f"{episode_path}: recorded at {rate_hz:g} Hz but the robot runs at {robot_rate_hz:g} Hz; "
+                    "replay at the recorded rate (set control_rate_hz) or resample the episode (resample=True)")
+            actions, _ = resample_to_rate(actions, rate_hz, robot_rate_hz)
         super().__init__(actions, control_period_s, horizon)

@@ -10,18 +10,19 @@ At each ``t_k``: camera frames are the nearest frame in time, joint states are l
 interpolated between the two samples around ``t_k``, actions are linearly interpolated
 (``action_interpolation='linear'``) or the last command at or before ``t_k`` (``'hold'``).
 
-Episode file (``episode_<i>.hdf5``, the ALOHA layout)::
+Episode file (``episode_<i>.hdf5``, the ALOHA layout, written with
+``learning.episodes.EpisodeWriter``, the package's one episode reader/writer)::
 
     /observations/qpos              [T, 14] float64  joint_names order, gripper in [0, 1]
     /observations/qvel              [T, 14] float64  from JointState.velocity, else d(qpos)/dt
     /observations/effort            [T, 14] float64  only when every JointState has effort
     /observations/images/<camera>   [T, H, W, 3] uint8 RGB
     /action                         [T, 14] float64  executed commands, joint_names order
-    /value                          [T] float32      value targets, see value_targets()
+    /value                          [T] float32      value targets, see episodes.value_targets()
     /timestamps_ns                  [T] int64        grid times (bag log time)
     attrs: sim=False, compress=False (images stored raw), success, success_score (only
            when the label has a score), task_description, episode_id, source_bag,
-           control_rate_hz, gamma, terminal_reward, outcome_note, joint_names
+           control_rate_hz, gamma, value_rule, terminal_reward, outcome_note, joint_names
 
 Statistics (``dataset_statistics.json``, also saved as ``aloha_dataset_statistics.json``,
 the name the official ALOHA checkpoint ships it under): ``actions_`` and ``proprio_``
@@ -48,7 +49,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import h5py
 import numpy as np
 from rosbags.rosbag2 import Reader
 from tqdm import tqdm
@@ -60,6 +60,17 @@ from cosmos_policy_ros.config import (
     RobotConfig,
     load_config,
     parse_config,
+)
+from cosmos_policy_ros.learning.episodes import (
+    DEFAULT_GAMMA,
+    DEFAULT_VALUE_RULE,
+    VALUE_RULES,
+    EpisodeWriter,
+    ValueRule,
+    resample_hold,
+    resample_linear,
+    resample_nearest,
+    value_targets,
 )
 from cosmos_policy_ros.recording import (
     EpisodeOutcome,
@@ -77,13 +88,10 @@ __all__ = [
     'add_bags_to_dataset_arguments',
     'bags_to_dataset',
     'compute_dataset_statistics',
-    'read_episode_hdf5',
     'run_bags_to_dataset',
     'value_targets',
 ]
 
-#: Discount per control step; the official Cosmos Policy ALOHA recipe's default.
-DEFAULT_GAMMA = 0.998
 DEFAULT_ACTION_TOPIC = EXECUTED_COMMAND_TOPIC
 STATS_FILENAMES = ('dataset_statistics.json', 'aloha_dataset_statistics.json')
 
@@ -167,27 +175,6 @@ class DatasetConfig:
         return len(self.joint_names)
 
 
-# --------------------------------------------------------------------------- value targets
-
-
-def value_targets(num_steps: int, terminal_reward: float, gamma: float = DEFAULT_GAMMA) -> np.ndarray:
-    """Discounted return from each step to the episode's end with one reward at the end.
-
-    ``value[t] = gamma ** (T - 1 - t) * terminal_reward`` for ``t = 0 .. T-1``: the last
-    step gets the full reward, every step before it one discount factor less. The terminal
-    reward is the outcome's score when labeled with one, else 1 for success and 0 for
-    failure (``EpisodeOutcome.terminal_reward``). Values are in [0, 1]; the official
-    Cosmos Policy loader maps them to [-1, 1] as ``2 * gamma ** (T - 1 - t) - 1`` for any
-    positive reward and ``-1`` for zero, and reads ``success``/``success_score`` attrs.
-    """
-    if num_steps <= 0:
-        raise ValueError(f'num_steps must be positive, got {num_steps}')
-    if not 0.0 < gamma <= 1.0:
-        raise ValueError(f'gamma must be in (0, 1], got {gamma}')
-    steps_to_end = np.arange(num_steps - 1, -1, -1, dtype=np.float64)
-    return (terminal_reward * gamma ** steps_to_end).astype(np.float32)
-
-
 # --------------------------------------------------------------------------- bag reading
 
 
@@ -207,7 +194,11 @@ def _match_topic(bag: Path, topics: Iterable[str], wanted: str) -> str | None:
 
 def _image_to_rgb(msg: Any, msgtype: str) -> np.ndarray:
     """Decoded bag image (rosbags message) -> uint8 RGB, with the policy node's decoder."""
-    from cosmos_policy_ros.control.images import ImageConversionError, compressed_to_rgb, image_to_rgb
+    from cosmos_policy_ros.control.images import (
+        ImageConversionError,
+        compressed_to_rgb,
+        image_to_rgb,
+    )
 
     try:
         if msgtype == 'sensor_msgs/msg/CompressedImage':
@@ -389,31 +380,6 @@ class _BagEpisode:
                 yield index, _image_to_rgb(self.typestore.deserialize_cdr(data, conn.msgtype), conn.msgtype)
 
 
-# --------------------------------------------------------------------------- resampling
-
-
-def _interp(grid: np.ndarray, times: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Linear interpolation of values [N, D] at grid [T] (times, grid: ns relative)."""
-    out = np.empty((len(grid), values.shape[1]))
-    t = times.astype(np.float64)
-    g = grid.astype(np.float64)
-    for d in range(values.shape[1]):
-        out[:, d] = np.interp(g, t, values[:, d])
-    return out
-
-
-def _hold(grid: np.ndarray, times: np.ndarray, values: np.ndarray) -> np.ndarray:
-    idx = np.searchsorted(times, grid, side='right') - 1
-    return values[np.clip(idx, 0, len(times) - 1)]
-
-
-def _nearest(grid: np.ndarray, times: np.ndarray) -> np.ndarray:
-    right = np.clip(np.searchsorted(times, grid), 0, len(times) - 1)
-    left = np.clip(right - 1, 0, len(times) - 1)
-    use_left = np.abs(grid - times[left]) <= np.abs(times[right] - grid)
-    return np.where(use_left, left, right)
-
-
 # --------------------------------------------------------------------------- conversion
 
 
@@ -459,6 +425,7 @@ def _outcome_for(bag: Path, unlabeled: Unlabeled) -> EpisodeOutcome | None:
 def _convert_one(
     bag: Path, out_path: Path, cfg: DatasetConfig, typestore: Any, outcome: EpisodeOutcome,
     gamma: float, control_rate_hz: float, action_interpolation: str, hdf5_compression: str | None,
+    value_rule: ValueRule,
 ) -> tuple[EpisodeSummary, np.ndarray, np.ndarray]:
     episode = _BagEpisode(bag, cfg, typestore)
     try:
@@ -487,70 +454,49 @@ def _convert_one(
         have_vel = have_eff = True
         for side, (t, pos, vel, eff) in joints.items():
             cols = ~np.isnan(pos[0])
-            qpos[:, cols] = _interp(rel, t - t0, pos[:, cols])
+            qpos[:, cols] = resample_linear(rel, t - t0, pos[:, cols])
             have_vel = have_vel and vel is not None
             have_eff = have_eff and eff is not None
             if vel is not None:
-                qvel[:, cols] = _interp(rel, t - t0, vel[:, cols])
+                qvel[:, cols] = resample_linear(rel, t - t0, vel[:, cols])
             if eff is not None:
-                effort[:, cols] = _interp(rel, t - t0, eff[:, cols])
+                effort[:, cols] = resample_linear(rel, t - t0, eff[:, cols])
         if not have_vel:
             qvel = np.gradient(qpos, 1.0 / control_rate_hz, axis=0) if num_steps > 1 else np.zeros_like(qpos)
         if action_interpolation == 'linear':
-            action = _interp(rel, action_t - t0, action_v)
+            action = resample_linear(rel, action_t - t0, action_v)
         else:
-            action = _hold(grid, action_t, action_v)
-        values = value_targets(num_steps, outcome.terminal_reward, gamma)
+            action = resample_hold(grid, action_t, action_v)
+        values = value_targets(num_steps, outcome.terminal_reward, gamma, value_rule)
 
         info = read_episode_info(bag)
         metadata = info.get('metadata') or {}
-        tmp = out_path.with_suffix('.hdf5.tmp')
-        with h5py.File(tmp, 'w') as f:
-            f.attrs['sim'] = False
-            f.attrs['compress'] = False
-            f.attrs['success'] = bool(outcome.success)
-            if outcome.score is not None:
-                f.attrs['success_score'] = float(outcome.score)
-            f.attrs['terminal_reward'] = float(outcome.terminal_reward)
-            f.attrs['outcome_note'] = outcome.note
-            f.attrs['task_description'] = str(metadata.get('task', ''))
-            f.attrs['episode_id'] = str(info.get('episode_id', bag.name))
-            f.attrs['source_bag'] = str(bag)
-            f.attrs['control_rate_hz'] = float(control_rate_hz)
-            f.attrs['gamma'] = float(gamma)
-            f.attrs['joint_names'] = list(cfg.joint_names)
-            obs = f.create_group('observations')
-            obs.create_dataset('qpos', data=qpos, compression=hdf5_compression)
-            obs.create_dataset('qvel', data=qvel, compression=hdf5_compression)
-            if have_eff:
-                obs.create_dataset('effort', data=effort, compression=hdf5_compression)
-            f.create_dataset('action', data=action, compression=hdf5_compression)
-            f.create_dataset('value', data=values)
-            f.create_dataset('timestamps_ns', data=grid)
-            images = obs.create_group('images')
+        attrs = {
+            'sim': False, 'compress': False, 'success': bool(outcome.success),
+            'success_score': None if outcome.score is None else float(outcome.score),
+            'terminal_reward': float(outcome.terminal_reward), 'outcome_note': outcome.note,
+            'task_description': str(metadata.get('task', '')), 'episode_id': str(info.get('episode_id', bag.name)),
+            'source_bag': str(bag), 'control_rate_hz': float(control_rate_hz), 'gamma': float(gamma),
+            'value_rule': value_rule, 'joint_names': list(cfg.joint_names),
+        }
+        with EpisodeWriter(out_path, hdf5_compression) as writer:
+            writer.write_attrs(attrs)
+            writer.write_arrays(qpos=qpos, qvel=qvel, effort=effort if have_eff else None, action=action,
+                                value=values, timestamps_ns=grid)
             for cam, times in image_t.items():
                 order = np.argsort(times, kind='stable')
-                pick = order[_nearest(grid, times[order])]  # reading-order index per grid step
+                pick = order[resample_nearest(grid, times[order])]  # reading-order index per grid step
                 steps_of: dict[int, list[int]] = {}
                 for step, index in enumerate(pick):
                     steps_of.setdefault(int(index), []).append(step)
                 dset = None
                 for index, frame in episode.frames(cam, set(steps_of)):
                     if dset is None:
-                        dset = images.create_dataset(
-                            cam, shape=(num_steps, *frame.shape), dtype=np.uint8,
-                            chunks=(1, *frame.shape), compression=hdf5_compression,
-                        )
+                        dset = writer.image_dataset(cam, num_steps, frame.shape)
                     if frame.shape != dset.shape[1:]:
                         raise DatasetError(f'{bag}: camera {cam} changes resolution {dset.shape[1:]} -> {frame.shape}')
                     for step in steps_of[index]:
                         dset[step] = frame
-        os.replace(tmp, out_path)
-    except BaseException:
-        tmp = out_path.with_suffix('.hdf5.tmp')
-        if tmp.exists():
-            tmp.unlink()
-        raise
     finally:
         episode.close()
     summary = EpisodeSummary(
@@ -571,6 +517,7 @@ def bags_to_dataset(
     action_interpolation: Literal['linear', 'hold'] = 'linear',
     unlabeled: Unlabeled = 'error',
     hdf5_compression: str | None = None,
+    value_rule: ValueRule = DEFAULT_VALUE_RULE,
     typestore: Any = None,
     progress: bool = True,
 ) -> list[EpisodeSummary]:
@@ -587,11 +534,15 @@ def bags_to_dataset(
         unlabeled: what an episode without ``outcome.yaml`` is: 'error', 'skip',
             'success' (e.g. teleoperated demonstrations) or 'failure'.
         hdf5_compression: h5py filter for the datasets (None, 'gzip', 'lzf').
+        value_rule: 'official' (any positive score: full-success targets) or 'scaled'
+            (targets times the score); see ``episodes.value_targets``.
     Returns:
         One summary per written episode, in input order.
     """
     if action_interpolation not in ('linear', 'hold'):
         raise ValueError(f"action_interpolation must be 'linear' or 'hold', got {action_interpolation!r}")
+    if value_rule not in VALUE_RULES:
+        raise ValueError(f'value_rule must be one of {VALUE_RULES}, got {value_rule!r}')
     if unlabeled not in ('error', 'skip', 'success', 'failure'):
         raise ValueError(f'unlabeled must be error|skip|success|failure, got {unlabeled!r}')
     if isinstance(config, DatasetConfig):
@@ -622,7 +573,8 @@ def bags_to_dataset(
     all_proprio: list[np.ndarray] = []
     for i, (bag, outcome) in enumerate(tqdm(todo, desc='bags -> episodes', unit='episode', disable=not progress)):
         summary, action, qpos = _convert_one(
-            bag, out / f'episode_{i}.hdf5', cfg, typestore, outcome, gamma, rate, action_interpolation, hdf5_compression
+            bag, out / f'episode_{i}.hdf5', cfg, typestore, outcome, gamma, rate, action_interpolation, hdf5_compression,
+            value_rule,
         )
         summaries.append(summary)
         all_actions.append(action)
@@ -636,6 +588,7 @@ def bags_to_dataset(
     info = {
         'control_rate_hz': rate,
         'gamma': gamma,
+        'value_rule': value_rule,
         'action_topic': cfg.action_topic,
         'action_interpolation': action_interpolation,
         'joint_names': list(cfg.joint_names),
@@ -648,25 +601,6 @@ def bags_to_dataset(
     }
     (out / 'dataset_info.json').write_text(json.dumps(info, indent=2))
     return summaries
-
-
-def read_episode_hdf5(path: str | os.PathLike[str], load_images: bool = True) -> dict[str, Any]:
-    """One ALOHA episode file as arrays: qpos, qvel, action, (effort, value, timestamps_ns
-    when present), images {camera: [T, H, W, 3]} (empty when load_images is False), attrs."""
-    with h5py.File(path, 'r') as f:
-        episode: dict[str, Any] = {
-            'qpos': f['observations/qpos'][()],
-            'qvel': f['observations/qvel'][()],
-            'action': f['action'][()],
-            'attrs': {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in f.attrs.items()},
-            'images': {},
-        }
-        for key, name in (('effort', 'observations/effort'), ('value', 'value'), ('timestamps_ns', 'timestamps_ns')):
-            if name in f:
-                episode[key] = f[name][()]
-        if load_images and 'observations/images' in f:
-            episode['images'] = {cam: ds[()] for cam, ds in f['observations/images'].items()}
-    return episode
 
 
 # --------------------------------------------------------------------------- CLI
@@ -698,6 +632,9 @@ def add_bags_to_dataset_arguments(parser: argparse.ArgumentParser) -> None:
                         help="grid rate (default: the config's control_rate_hz)")
     parser.add_argument('--gamma', type=float, default=DEFAULT_GAMMA,
                         help='discount per control step for value targets')
+    parser.add_argument('--value-rule', choices=VALUE_RULES, default=DEFAULT_VALUE_RULE,
+                        help='value targets of a scored episode: official (any positive score counts as a full '
+                             'success, the default) or scaled (targets times the score)')
     parser.add_argument('--action-topic', default=None,
                         help=f'executed command topic (default: {DEFAULT_ACTION_TOPIC})')
     parser.add_argument('--action-interpolation', choices=('linear', 'hold'), default='linear')
@@ -719,7 +656,7 @@ def run_bags_to_dataset(args: argparse.Namespace) -> int:
     summaries = bags_to_dataset(
         _expand_bag_dirs(args.bags), args.out, cfg, gamma=args.gamma, control_rate_hz=args.control_rate_hz,
         action_interpolation=args.action_interpolation, unlabeled=args.unlabeled,
-        hdf5_compression=args.hdf5_compression, progress=not args.no_progress,
+        hdf5_compression=args.hdf5_compression, value_rule=args.value_rule, progress=not args.no_progress,
     )
     successes = sum(s.success for s in summaries)
     steps = sum(s.num_steps for s in summaries)

@@ -25,15 +25,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from cosmos_policy_ros.config import RobotConfig, load_config
 from cosmos_policy_ros.learning.bags_to_dataset import (
-    DEFAULT_GAMMA,
     STATS_FILENAMES,
     compute_dataset_statistics,
+)
+from cosmos_policy_ros.learning.episodes import (
+    DEFAULT_GAMMA,
+    DEFAULT_VALUE_RULE,
     value_targets,
+    write_episode,
 )
 from cosmos_policy_ros.types import ActionChunk, Observation
 
@@ -114,29 +117,15 @@ def write_episode_hdf5(episode: DemoEpisode, path: Path, config: RobotConfig, ta
     terminal_reward = 1.0 if episode.success else 0.0
     qvel = (np.gradient(episode.qpos, 1.0 / rate, axis=0) if len(episode.qpos) > 1
             else np.zeros_like(episode.qpos))
-    tmp = path.with_suffix(".hdf5.tmp")
-    with h5py.File(tmp, "w") as f:
-        f.attrs["sim"] = False
-        f.attrs["compress"] = False
-        f.attrs["success"] = bool(episode.success)
-        f.attrs["terminal_reward"] = terminal_reward
-        f.attrs["outcome_note"] = f"in-process scripted expert, max reward {episode.max_reward}/4"
-        f.attrs["task_description"] = task
-        f.attrs["episode_id"] = episode.episode_id
-        f.attrs["source_bag"] = ""
-        f.attrs["control_rate_hz"] = float(rate)
-        f.attrs["gamma"] = float(gamma)
-        f.attrs["joint_names"] = list(config.joint_names)
-        obs = f.create_group("observations")
-        obs.create_dataset("qpos", data=episode.qpos.astype(np.float64))
-        obs.create_dataset("qvel", data=qvel.astype(np.float64))
-        f.create_dataset("action", data=episode.action.astype(np.float64))
-        f.create_dataset("value", data=value_targets(len(episode.qpos), terminal_reward, gamma))
-        f.create_dataset("timestamps_ns", data=episode.timestamps_ns)
-        images = obs.create_group("images")
-        for cam, frames in episode.images.items():
-            images.create_dataset(cam, data=frames, chunks=(1, *frames.shape[1:]))
-    tmp.replace(path)
+    write_episode(
+        path, qpos=episode.qpos, action=episode.action, images=episode.images,
+        qvel=qvel, value=value_targets(len(episode.qpos), terminal_reward, gamma),
+        timestamps_ns=episode.timestamps_ns,
+        attrs={"sim": False, "compress": False, "success": bool(episode.success),
+               "terminal_reward": terminal_reward,
+               "outcome_note": f"in-process scripted expert, max reward {episode.max_reward}/4",
+               "task_description": task, "episode_id": episode.episode_id, "source_bag": "",
+               "control_rate_hz": float(rate), "gamma": float(gamma), "value_rule": DEFAULT_VALUE_RULE, "joint_names": list(config.joint_names)})
 
 
 def generate_demos(out_dir: str | Path, episodes: int, seed: int = 0, config: str | RobotConfig = "aloha",
