@@ -111,14 +111,14 @@ def run_expert_episode(sim, config: RobotConfig, seed: int, episode_length_s: fl
 
 
 def write_episode_hdf5(episode: DemoEpisode, path: Path, config: RobotConfig, task: str,
-                       gamma: float = DEFAULT_GAMMA) -> None:
+                       gamma: float = DEFAULT_GAMMA, compression: str | None = None) -> None:
     """The `bags_to_dataset` episode layout (keys, dtypes, attributes)."""
     rate = config.control_rate_hz
     terminal_reward = 1.0 if episode.success else 0.0
     qvel = (np.gradient(episode.qpos, 1.0 / rate, axis=0) if len(episode.qpos) > 1
             else np.zeros_like(episode.qpos))
     write_episode(
-        path, qpos=episode.qpos, action=episode.action, images=episode.images,
+        path, qpos=episode.qpos, action=episode.action, images=episode.images, compression=compression,
         qvel=qvel, value=value_targets(len(episode.qpos), terminal_reward, gamma),
         timestamps_ns=episode.timestamps_ns,
         attrs={"sim": False, "compress": False, "success": bool(episode.success),
@@ -130,7 +130,7 @@ def write_episode_hdf5(episode: DemoEpisode, path: Path, config: RobotConfig, ta
 
 def generate_demos(out_dir: str | Path, episodes: int, seed: int = 0, config: str | RobotConfig = "aloha",
                    episode_length_s: float | None = None, keep_failures: bool = False,
-                   progress=print) -> list[dict]:
+                   progress=print, cameras: list[str] | None = None, compression: str | None = None) -> list[dict]:
     """Write `episodes` scripted-expert episodes (seeds seed .. seed + episodes - 1) as
     out_dir/episode_<i>.hdf5 plus the statistics files; returns one summary per seed."""
     from cosmos_policy_ros.sim.aloha_sim import AlohaSim
@@ -146,17 +146,24 @@ def generate_demos(out_dir: str | Path, episodes: int, seed: int = 0, config: st
         raise FileExistsError(f"{out} already holds episode files; use an empty directory")
     length_s = float(episode_length_s or config.sim.episode_length_s)
     task = config.policy.task
+    rendered = dict(config.sim.mujoco_cameras)
+    if cameras:
+        unknown = [c for c in cameras if c not in rendered]
+        if unknown:
+            raise ValueError(f"--cameras {unknown}: not rendered by the sim (sim.mujoco_cameras in {config.path}: "
+                             f"{sorted(rendered)})")
+        rendered = {c: rendered[c] for c in cameras}
     sim = AlohaSim(config.sim.task)
     summaries, actions, proprio = [], [], []
     started = time.perf_counter()
     try:
         for i in range(episodes):
-            episode = run_expert_episode(sim, config, seed + i, length_s)
+            episode = run_expert_episode(sim, config, seed + i, length_s, cameras=rendered)
             summary = {"seed": episode.seed, "episode_id": episode.episode_id, "success": episode.success,
                        "max_reward": episode.max_reward, "num_steps": len(episode.qpos)}
             if episode.success or keep_failures:
                 name = f"episode_{len(actions)}.hdf5"
-                write_episode_hdf5(episode, out / name, config, task)
+                write_episode_hdf5(episode, out / name, config, task, compression=compression)
                 summary["file"] = name
                 actions.append(episode.action)
                 proprio.append(episode.qpos)
@@ -186,13 +193,18 @@ def add_demos_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="aloha", help="robot YAML (path or name in config/)")
     parser.add_argument("--episode-length", type=float, default=0.0, help="sim seconds (default: sim.episode_length_s)")
     parser.add_argument("--keep-failures", action="store_true", help="also write episodes the expert failed")
+    parser.add_argument("--cameras", nargs="+", default=None,
+                        help="cameras to render and store (default: every camera in sim.mujoco_cameras)")
+    parser.add_argument("--compression", choices=("gzip", "lzf"), default=None,
+                        help="HDF5 compression of the episode arrays and frames (default: none)")
 
 
 def run_demos(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         summaries = generate_demos(args.out, args.episodes, args.seed, args.config, args.episode_length or None,
-                                   args.keep_failures, progress=lambda line: print(line, flush=True))
+                                   args.keep_failures, progress=lambda line: print(line, flush=True),
+                                   cameras=args.cameras, compression=args.compression)
     except (ValueError, FileExistsError, RuntimeError) as exc:
         print(f"[demos] {exc}", file=sys.stderr)
         return 2
