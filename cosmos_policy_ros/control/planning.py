@@ -369,6 +369,7 @@ class PlanningSettings:
     num_steps: dict[str, int] = field(default_factory=dict)
     max_batch_size: int = 0
     seed: int = 0
+    compile: str = "auto"  # torch.compile the planning model's denoiser: auto (CUDA only) | true | false
 
     @classmethod
     def from_config(cls, config: RobotConfig) -> "PlanningSettings":
@@ -414,6 +415,7 @@ class PlanningSettings:
             num_steps=dict(steps),
             max_batch_size=typed("max_batch_size", int, lambda v: v >= 0, "an integer >= 0 (0: no limit)"),
             seed=typed("seed", int),
+            compile=typed("compile", str, lambda v: v.lower() in ("auto", "true", "false"), "auto, true or false"),
         )
         return settings
 
@@ -427,11 +429,17 @@ def make_model_planner(config: RobotConfig, settings: PlanningSettings | None = 
     from cosmos_policy_ros.model.cosmos_policy import CosmosPolicy
 
     settings = settings or PlanningSettings.from_config(config)
-    folder = settings.checkpoint_path()
+    from cosmos_policy_ros.model.hub import HubError, resolve_checkpoint
+
+    try:
+        folder = resolve_checkpoint(settings.checkpoint_path())
+    except HubError as err:
+        raise ConfigError(f"{config.path}: planning.checkpoint: {err}") from err
     if not folder.is_dir():
         raise ConfigError(f"{config.path}: planning.checkpoint: {str(folder)!r} is not a checkpoint folder "
                           "(convert one with `cosmos-policy-ros convert-checkpoint --planning`)")
-    model = CosmosPolicy.from_pretrained(folder, device=device, seed=settings.seed, decode_future_images=False)
+    model = CosmosPolicy.from_pretrained(folder, device=device, seed=settings.seed, decode_future_images=False,
+                                         compile=settings.compile)
     if tuple(model.config.joint_names) != tuple(config.joint_names):
         raise ConfigError(f"planning checkpoint {folder} was trained for joints {list(model.config.joint_names)}, "
                           f"{config.path} has {list(config.joint_names)}")
