@@ -146,6 +146,15 @@ def inductor_cache_dir() -> Path:
     return path
 
 
+def _describe(err: BaseException) -> str:
+    """One line: the exception and, for a wrapped compiler error, its root cause."""
+    cause = err
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    text = f"{type(err).__name__}: {err}" if cause is err else f"{type(err).__name__} <- {type(cause).__name__}: {cause}"
+    return " ".join(text.split())[:500]
+
+
 # batch size -> the four network inputs at that batch size (for warm-up)
 ExampleInputs = Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
 
@@ -182,7 +191,7 @@ class TorchDenoiser:
                 compiled(*batch2)
                 compiled(*self._prepare(*example_inputs(1)))
         except Exception as err:  # noqa: BLE001 - any compiler failure: run eager instead of stopping
-            self.compile_error = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+            self.compile_error = _describe(err)
             log.warning("torch.compile of the denoiser failed after %.1f s (%s); running eager",
                         time.perf_counter() - start, self.compile_error)
             self._forward, self.compiled = self.network, False
@@ -215,7 +224,7 @@ class TorchDenoiser:
             return self._forward(*inputs)
         except Exception as err:  # noqa: BLE001 - e.g. a recompilation failing at run time
             output = self.network(*inputs)  # bad input raises here too, and keeps the compiled network
-            self.compile_error = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+            self.compile_error = _describe(err)
             log.warning("compiled denoiser failed where eager works (%s); switching to eager", self.compile_error)
             self._forward, self.compiled = self.network, False
             return output
