@@ -135,7 +135,10 @@ def forward_flops(policy: CosmosPolicy) -> float:
 
 # ---------------------------------------------------------------------- the run
 def run(tiny: bool = False, backend: str = "inductor", batches: tuple[int, ...] | None = None,
-        planner: tuple[int, int, int] = (8, 3, 5), log: Callable[[str], None] = print) -> dict:
+        planner: tuple[int, int, int] = (8, 3, 5), threads: int | None = None,
+        log: Callable[[str], None] = print) -> dict:
+    if threads:
+        torch.set_num_threads(threads)
     device = torch.device("cpu" if tiny or not torch.cuda.is_available() else "cuda")
     if not tiny and device.type != "cuda":
         raise SystemExit("bench_gpu: no CUDA device; use --tiny for the CPU smoke run")
@@ -288,9 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="CPU torch threads for --tiny")
     parser.add_argument("--out", default="", help="JSON file (default bench/results/gpu-<date>.json)")
     args = parser.parse_args(argv)
-    if args.tiny:
-        torch.set_num_threads(args.threads)
-    results = run(tiny=args.tiny, backend=args.backend)
+    results = run(tiny=args.tiny, backend=args.backend, threads=args.threads if args.tiny else None)
     results["table"] = report(results)
     print(results["table"])
     out = Path(args.out) if args.out else BENCH_DIR / "results" / f"gpu-{dt.date.today().isoformat()}.json"

@@ -56,7 +56,7 @@ OTHER_BENCHES = {
     "recorder": ("bench_recorder", "run", {"seconds": 10.0, "flat_out_seconds": 4.0}, 90),
     "planning": ("bench_planning", "run_planning_bench", {}, 180),
     # compiled (inductor) vs eager denoiser and prefix vs full VAE encode; the first compile is slow on a CPU
-    "compile": ("bench_gpu", "run", {"tiny": True}, 420),
+    "compile": ("bench_gpu", "run", {"tiny": True, "threads": THREADS}, 420),
 }
 
 
