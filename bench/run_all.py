@@ -13,7 +13,8 @@ Measured here (tiny Cosmos checkpoint, CPU):
 3. a 50 Hz executor loop (``ChunkExecutor.tick`` + sleep-until on ``time.perf_counter``)
    idle, with inference in a thread of the same process, and with inference in a
    separate process: p50/p99 of |tick period - 20 ms|;
-4. the other benches' dict-returning functions (execution, recorder, planning), each in
+4. the other benches' dict-returning functions (execution, recorder, planning, and
+   ``bench_gpu.run(tiny=True)``: torch.compile vs eager on the tiny model), each in
    a subprocess with a time limit (they set process-wide torch threads); a missing one
    is reported as 'not available'.
 
@@ -54,6 +55,8 @@ OTHER_BENCHES = {
     "execution": ("bench_execution", "run_execution_bench", {}, 150),
     "recorder": ("bench_recorder", "run", {"seconds": 10.0, "flat_out_seconds": 4.0}, 90),
     "planning": ("bench_planning", "run_planning_bench", {}, 180),
+    # compiled (inductor) vs eager denoiser and prefix vs full VAE encode; the first compile is slow on a CPU
+    "compile": ("bench_gpu", "run", {"tiny": True, "threads": THREADS}, 420),
 }
 
 
@@ -357,6 +360,18 @@ def _other_rows(others: dict) -> list[tuple[str, str, str, str]]:
                      _x(row["speedup"]), "", ""))
     else:
         rows.append(("planning bench", str(planning), "", ""))
+    compiled = others.get("compile")
+    if isinstance(compiled, dict) and compiled.get("compile", {}).get("compiled"):
+        for batch, row in compiled["forward"].items():
+            rows.append((f"torch.compile / eager, denoiser forward batch {batch} (tiny, CPU)",
+                         _x(row["compiled_speedup"]), "", ""))
+        chunk = compiled["chunk"]
+        rows.append(("torch.compile / eager, one chunk (infer, tiny, CPU)",
+                     _x(chunk["eager"]["wall_ms"] / chunk["compiled"]["wall_ms"]), "", ""))
+        rows.append(("VAE encode full video / conditioned prefix (tiny, CPU)",
+                     _x(chunk["vae_encode"]["full_vae_ms"] / chunk["vae_encode"]["prefix_vae_ms"]), "", ""))
+    else:
+        rows.append(("compile bench", str(compiled if not isinstance(compiled, dict) else compiled["compile"]), "", ""))
     return rows
 
 

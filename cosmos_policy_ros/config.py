@@ -250,6 +250,8 @@ class PolicySettings:
     task: str = ""
     seed: int | None = None  # None: the checkpoint's own seed (converted ALOHA: 195)
     horizon: int = setting(50, _positive, "an integer >= 1")  # steps per chunk, non-model policies
+    # torch.compile the denoiser: auto (on CUDA only) | true | false
+    compile: Literal["auto", "true", "false"] | bool = "auto"
     trigger: Literal["overlapped", "blocking", "adaptive"] = "adaptive"
     trigger_margin_s: float = setting(0.1, _non_negative, "seconds >= 0")
 
@@ -292,6 +294,7 @@ class PlanningSettings:
     # Ensemble member step counts: "linspace" as the official ALOHA planner (world model 1, 3, 5;
     # value 1..5 steps), "full": every member at the checkpoint's count.
     ensemble_steps: Literal["linspace", "full"] = "linspace"
+    compile: Literal["auto", "true", "false"] | bool = "auto"  # torch.compile the planning model's denoiser
     # One planning model replica per device; candidates are split across them (empty: the default device).
     devices: tuple[str, ...] = setting((), lambda d: all(_is_device(x) for x in d) and len(set(d)) == len(d),
                                        "a list of distinct torch devices such as [cuda:0, cuda:1] "

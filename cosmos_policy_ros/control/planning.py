@@ -417,13 +417,19 @@ def make_model_planner(config: RobotConfig, settings: PlanningSettings | None = 
     from cosmos_policy_ros.model.cosmos_policy import CosmosPolicy
 
     settings = settings or config.planning
-    folder = settings.checkpoint_path()
+    from cosmos_policy_ros.model.hub import HubError, resolve_checkpoint
+
+    try:
+        folder = resolve_checkpoint(settings.checkpoint_path())
+    except HubError as err:
+        raise ConfigError(f"{config.path}: planning.checkpoint: {err}") from err
     if not folder.is_dir():
         raise ConfigError(f"{config.path}: planning.checkpoint: {str(folder)!r} is not a checkpoint folder "
                           "(convert one with `cosmos-policy-ros convert-checkpoint --planning`)")
     devices = list(settings.devices) or [device]
     _check_devices_exist(config, devices)
-    models = [CosmosPolicy.from_pretrained(folder, device=d, seed=settings.seed, decode_future_images=False)
+    models = [CosmosPolicy.from_pretrained(folder, device=d, seed=settings.seed, decode_future_images=False,
+                                           compile=settings.compile)
               for d in devices]
     model = models[0]
     if tuple(model.config.joint_names) != tuple(config.joint_names):

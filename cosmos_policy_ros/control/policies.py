@@ -1,7 +1,7 @@
 """Build the `Policy` named by the robot YAML's `policy` section.
 
 Types: `scripted_transfer_cube` (sim expert), `replay` (ALOHA HDF5 episode),
-`cosmos` (a checkpoint folder, torch or ONNX Runtime denoiser).
+`cosmos` (a checkpoint folder or a released hub id, torch or ONNX Runtime denoiser).
 """
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 
 from cosmos_policy_ros.config import POLICY_TYPES, ConfigError, RobotConfig  # noqa: F401 (re-export)
 from cosmos_policy_ros.types import Policy
-
 
 
 def default_checkpoint() -> Path:
@@ -36,20 +35,31 @@ def make_policy(config: RobotConfig) -> Policy:
         return ReplayPolicy(section.replay_episode, config.control_period_s, section.horizon)
     checkpoint = section.checkpoint or str(default_checkpoint())
     return make_cosmos_policy(checkpoint, section.backend, section.seed, config,
-                              decode_future_images=section.decode_future_images)
+                              decode_future_images=section.decode_future_images, compile=section.compile)
 
 
 def make_cosmos_policy(checkpoint: str, backend: str, seed: int | None, config: RobotConfig | None = None,
-                       decode_future_images: bool = False):
+                       decode_future_images: bool = False, compile: bool | str | None = None):
     """Decoding predicted future frames costs more than the denoising of a tiny model on a
-    CPU; the policy node does not publish them (the planner's imagination topic does)."""
+    CPU; the policy node does not publish them (the planner's imagination topic does).
+    ``checkpoint`` may be a released hub id (converted once into the cache, ``model/hub.py``);
+    ``compile``: ``policy.compile`` ('auto', the default: compile the torch denoiser on CUDA)."""
     from cosmos_policy_ros.model.cosmos_policy import CosmosPolicy
+    from cosmos_policy_ros.model.denoiser import COMPILE_DEFAULT, compile_enabled
+    from cosmos_policy_ros.model.hub import HubError, resolve_checkpoint
 
+    compile = COMPILE_DEFAULT if compile is None else compile
+    try:
+        compile_enabled(compile, "cpu", where="policy.compile")
+        checkpoint = str(resolve_checkpoint(checkpoint))
+    except (ValueError, HubError) as err:
+        raise ConfigError(f"{config.path if config else 'config'}: {err}") from err
     if not Path(checkpoint).is_dir():
         raise ConfigError(f"policy.checkpoint: {checkpoint!r} is not a checkpoint folder "
                           "(create one with `cosmos-policy-ros make-tiny-checkpoint` or `convert-checkpoint`)")
     if backend == "torch":
-        policy = CosmosPolicy.from_pretrained(checkpoint, seed=seed, decode_future_images=decode_future_images)
+        policy = CosmosPolicy.from_pretrained(checkpoint, seed=seed, decode_future_images=decode_future_images,
+                                              compile=compile)
     elif backend == "onnx":
         from cosmos_policy_ros.model.onnx_backend import make_onnx_policy
 

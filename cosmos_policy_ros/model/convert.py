@@ -29,9 +29,11 @@ from tqdm import tqdm
 from .checkpoint import (
     ALOHA_JOINT_NAMES,
     PREDICT2_2B_TRANSFORMER_CONFIG,
+    VAE_DIR,
     WAN21_VAE_REPO,
     CosmosCheckpoint,
     PolicyConfig,
+    load_diffusers_model,
 )
 from .layout import aloha_layout
 from .normalization import NormalizationStats
@@ -271,11 +273,14 @@ def convert_checkpoint(
     dtype: torch.dtype = torch.bfloat16,
     progress: bool = True,
     allow_unmapped: bool = False,
+    bundle_vae: bool = False,
 ) -> ConversionReport:
     """Official ALOHA checkpoint -> checkpoint folder ``out_dir``; returns the key report.
 
     ``planning``: the planning model (V(s') value head: value mode conditions on the
     future state only). ``vae``: Wan2.1 VAE repo id or local diffusers folder.
+    ``bundle_vae``: copy the VAE (a local folder) into ``out_dir/vae`` instead of
+    referencing it, so the folder is self-contained.
     """
     stats = NormalizationStats.load(stats_json)
     table = load_t5_pickle(t5_pickle)
@@ -286,6 +291,15 @@ def convert_checkpoint(
     vae_ref: dict[str, Any] = {"pretrained_model_name_or_path": str(vae)}
     if vae_subfolder:
         vae_ref["subfolder"] = vae_subfolder
+    vae_module = None
+    if bundle_vae:
+        from diffusers import AutoencoderKLWan
+
+        vae_folder = Path(vae) / (vae_subfolder or "")
+        if not vae_folder.is_dir():
+            raise ConversionError(f"{vae_folder}: VAE folder not found (bundle_vae needs a local diffusers folder)")
+        vae_module = load_diffusers_model(AutoencoderKLWan, vae_folder, "cpu", torch.float32)
+        vae_ref = {"subfolder": VAE_DIR}
     config = PolicyConfig(
         robot="aloha",
         joint_names=ALOHA_JOINT_NAMES,
@@ -302,17 +316,19 @@ def convert_checkpoint(
         vae=vae_ref,
         default_task=next(iter(table)),
     )
-    checkpoint = CosmosCheckpoint(config=config, transformer=transformer, vae=None, stats=stats, text_embeddings=table)
+    checkpoint = CosmosCheckpoint(config=config, transformer=transformer, vae=vae_module, stats=stats,
+                                  text_embeddings=table)
     checkpoint.validate(str(src))
     checkpoint.save_pretrained(out_dir)
     return report
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", help="official .pt file or distributed-checkpoint folder")
-    parser.add_argument("stats_json", help="aloha_dataset_statistics.json")
-    parser.add_argument("t5_pickle", help="aloha_t5_embeddings.pkl")
-    parser.add_argument("out_dir", help="checkpoint folder to write")
+    parser.add_argument("paths", nargs="+", metavar="SRC STATS_JSON T5_PICKLE OUT_DIR | HUB_ID OUT_DIR",
+                        help="official .pt file or distributed-checkpoint folder, aloha_dataset_statistics.json, "
+                             "aloha_t5_embeddings.pkl and the folder to write; or a released hub id "
+                             "(nvidia/Cosmos-Policy-ALOHA-Predict2-2B, nvidia/Cosmos-Policy-ALOHA-Planning-Model-"
+                             "Predict2-2B) and the folder to write (files fetched with huggingface_hub)")
     parser.add_argument("--planning", action="store_true", help="planning model (V(s') value function)")
     parser.add_argument("--use-ema", action="store_true", help="take net_ema.* weights instead of net.*")
     parser.add_argument("--vae", default=WAN21_VAE_REPO, help=f"Wan2.1 VAE repo id or folder (default {WAN21_VAE_REPO})")
@@ -323,6 +339,12 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    if len(args.paths) == 2:
+        return _run_convert_hub(args)
+    if len(args.paths) != 4:
+        print(f"convert-checkpoint: expected SRC STATS_JSON T5_PICKLE OUT_DIR or HUB_ID OUT_DIR, got {args.paths}")
+        return 2
+    args.src, args.stats_json, args.t5_pickle, args.out_dir = args.paths
     try:
         report = convert_checkpoint(
             args.src, args.stats_json, args.t5_pickle, args.out_dir,
@@ -335,4 +357,21 @@ def run_convert(args: argparse.Namespace) -> int:
     for line in report.lines():
         print(line)
     print(f"wrote {args.out_dir}")
+    return 0
+
+
+def _run_convert_hub(args: argparse.Namespace) -> int:
+    from .hub import HubError, convert_release
+
+    repo_id, out_dir = args.paths
+    if Path(out_dir).exists() and any(Path(out_dir).iterdir()):
+        print(f"convert-checkpoint: {out_dir} exists and is not empty; choose a new folder")
+        return 2
+    try:
+        convert_release(repo_id, out_dir, use_ema=args.use_ema, jpeg_quality=args.jpeg_quality,
+                        dtype=getattr(torch, args.dtype), allow_unmapped=args.allow_unmapped)
+    except (HubError, ConversionError) as err:
+        print(f"convert-checkpoint: {err}")
+        return 1
+    print(f"wrote {out_dir} from hub repo {repo_id}")
     return 0

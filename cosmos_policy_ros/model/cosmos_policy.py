@@ -6,7 +6,12 @@ Pipeline for one observation (each stage timed in ``last_timings``, seconds):
 1. ``preprocess``: images -> JPEG round trip (optional), resize, 90%-area center crop.
 2. ``vae_encode``: the raw video (blank frame, then 4 copies of each slot's image or a
    black placeholder) -> Wan2.1 latents, normalized; the normalized proprio is injected
-   into its frame. Result: ``EncodedObservation`` (done once per observation).
+   into its frame. Result: ``EncodedObservation`` (done once per observation). Only the
+   frames up to the last clean condition of policy / world-model mode are encoded (the
+   Wan VAE is causal: 1 + 4k raw frames give the same first 1 + k latent frames); the
+   rest is zero and never read (noise in policy mode, the injected chunk in world-model
+   mode, sampled frames in value mode). The full placeholder sequence, needed only to
+   decode future images, is encoded when first asked for.
 3. ``denoise``: the multistep sampler in the requested mode (policy / world model / value).
 4. ``decode``: optional, future camera images decoded from the sample.
 
@@ -31,6 +36,7 @@ when both use the same VAE and preprocessing (true for the released ALOHA pair).
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -40,10 +46,12 @@ import torch
 
 from ..types import Observation, PolicyOutput
 from .checkpoint import CosmosCheckpoint, PolicyConfig
-from .denoiser import Denoiser, TorchDenoiser
+from .denoiser import COMPILE_DEFAULT, Denoiser, TorchDenoiser, compile_enabled
 from .layout import extract, inject
 from .preprocessing import preprocess_image
 from .sampler import MultistepSampler, seeded_noise
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,8 +61,11 @@ class EncodedObservation:
     latents: ``[1, 16, T, h, w]`` float32, normalized VAE latents with the normalized
         proprio injected (the clean condition values).
     placeholder_latents: ``[1, 16, T, h, w]`` the same before injection (black frames),
-        used to decode images without the injected vectors' artifacts.
+        used to decode images without the injected vectors' artifacts; only the first
+        ``encoded_frames`` frames are encoded (``CosmosPolicy.decode_placeholders``
+        gives the full sequence).
     text_embedding: ``[1, L, D]``.
+    encoded_frames: latent frames actually VAE-encoded (the rest are zeros).
     """
 
     latents: torch.Tensor
@@ -64,6 +75,8 @@ class EncodedObservation:
     model_images: dict[str, np.ndarray]
     stamp_ns: int = 0
     task: str = ""
+    encoded_frames: int | None = None  # None: all frames
+    cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     def to(self, device: torch.device | str) -> "EncodedObservation":
         """The same observation with its tensors on ``device`` (for a replica on another GPU)."""
@@ -130,7 +143,12 @@ class CosmosPolicy:
         decode_future_images: bool = True,
         denoiser: Denoiser | None = None,
         max_batch_size: int | None = None,
+        compile: bool | str = COMPILE_DEFAULT,
+        encode_conditioned_only: bool = True,
     ) -> None:
+        """``compile``: ``"auto"`` (CUDA only), true or false: ``torch.compile`` the torch
+        denoiser and warm it up here (see ``denoiser.py``). ``encode_conditioned_only``:
+        VAE-encode only the frames up to the last condition frame (see the module docstring)."""
         if checkpoint.vae is None:
             raise ValueError("CosmosPolicy needs a checkpoint loaded with its VAE")
         self.checkpoint = checkpoint
@@ -152,6 +170,43 @@ class CosmosPolicy:
         self._latents_mean = torch.tensor(self.vae.config.latents_mean, dtype=self.dtype, device=self.device)
         self._latents_mean = self._latents_mean.view(1, z_dim, 1, 1, 1)
         self._latents_inv_std = (1.0 / std).view(1, z_dim, 1, 1, 1)
+        self.encode_conditioned_only = encode_conditioned_only
+        self.compile_report: dict[str, object] = {"enabled": False}
+        if compile_enabled(compile, self.device) and isinstance(self.denoiser, TorchDenoiser):
+            self.compile_denoiser()
+
+    def compile_denoiser(self, backend: str = "inductor", mode: str | None = None) -> bool:
+        """Compile the torch denoiser and warm it up at this checkpoint's shapes (logged)."""
+        if not isinstance(self.denoiser, TorchDenoiser):
+            raise TypeError(f"compile_denoiser: the denoiser is a {type(self.denoiser).__name__}, not a TorchDenoiser")
+        ok = self.denoiser.compile(self._example_inputs, backend=backend, mode=mode)
+        self.compile_report = {"enabled": True, "compiled": ok, "seconds": self.denoiser.compile_seconds,
+                               "error": self.denoiser.compile_error}
+        if ok:
+            log.info("compiled denoiser ready after %.1f s warm-up", self.denoiser.compile_seconds or 0.0)
+        return ok
+
+    def _example_inputs(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Denoiser inputs at this checkpoint's shapes (float32, as the sampler passes them)."""
+        frames, size = self.config.layout.num_frames, self.config.image_size // 8
+        text = next(iter(self.checkpoint.text_embeddings.values()))
+        gen = torch.Generator().manual_seed(0)
+        cond = self.config.layout.condition_frames("policy").float()
+        return (
+            torch.randn(batch, self.vae.config.z_dim, frames, size, size, generator=gen),
+            (1.0 - cond).expand(batch, frames) * self.config.sampler.sigma_max,
+            cond.expand(batch, frames),
+            text.float().unsqueeze(0).expand(batch, -1, -1),
+        )
+
+    def conditioned_prefix(self) -> int:
+        """Latent frames that policy / world-model mode read from the encoding: up to the
+        last clean condition frame, not counting the action frame (the chunk is injected)."""
+        layout = self.config.layout
+        action = layout.index_of_kind("action")
+        read = {i for mode in ("policy", "world_model")
+                for i, clean in enumerate(layout.condition_frames(mode).tolist()) if clean and i != action}
+        return max(read) + 1
 
     @classmethod
     def from_pretrained(
@@ -236,8 +291,16 @@ class CosmosPolicy:
         text = self.text_embedding(observation.task)
         video = self._raw_video(images)
         t_pre = time.perf_counter()
-        placeholder = self.encode_video(video)
         layout = self.config.layout
+        frames = layout.num_frames
+        if self.encode_conditioned_only and not self.decode_future_images:
+            frames = self.conditioned_prefix()
+        if frames < layout.num_frames:
+            head = self.encode_video(video[:, :, : 1 + (frames - 1) * self.temporal_factor])
+            rest = head.new_zeros(*head.shape[:2], layout.num_frames - frames, *head.shape[3:])
+            placeholder = torch.cat([head, rest], dim=2)
+        else:
+            placeholder = self.encode_video(video)
         latents = placeholder
         if layout.has_kind("proprio"):
             proprio = torch.from_numpy(self.stats.normalize_proprio(joints)).float().to(latents.device)
@@ -252,7 +315,16 @@ class CosmosPolicy:
             model_images=images,
             stamp_ns=observation.stamp_ns,
             task=observation.task,
+            encoded_frames=frames,
         )
+
+    def decode_placeholders(self, encoded: EncodedObservation) -> torch.Tensor:
+        """The fully encoded placeholder latents ``[1, 16, T, h, w]`` (encoded on first use)."""
+        if encoded.encoded_frames is None or encoded.encoded_frames >= self.config.layout.num_frames:
+            return encoded.placeholder_latents
+        if "placeholder_latents" not in encoded.cache:
+            encoded.cache["placeholder_latents"] = self.encode_video(self._raw_video(encoded.model_images))
+        return encoded.cache["placeholder_latents"]
 
     def _encoded(self, obs: Observation | EncodedObservation) -> EncodedObservation:
         return obs if isinstance(obs, EncodedObservation) else self.encode_observation(obs)
@@ -291,7 +363,7 @@ class CosmosPolicy:
             return {}
         # Vector frames decode to artifacts; put the black placeholders back (as upstream).
         restore = torch.tensor([slot.kind != "image" for slot in layout.slots], device=samples.device)
-        clean = encoded.placeholder_latents.to(samples.device).expand_as(samples)
+        clean = self.decode_placeholders(encoded).to(samples.device).expand_as(samples)
         latents = torch.where(restore[None, None, :, None, None], clean, samples)
         last = max(i for i, _ in future)
         # The Wan VAE decodes causally: frames after the last image slot do not matter.

@@ -30,14 +30,31 @@ t_scaling_factor 1), per frame, with t = sigma / (sigma + 1):
 
 The transformer is called with ``fps=None``: an fps switches on temporal RoPE
 rescaling that these checkpoints were not trained with.
+
+Compilation (``TorchDenoiser.compile``): ``torch.compile`` of ``DenoiserNetwork``,
+warmed up with two graphs, batch 1 (dynamo specializes size 1) and batch >= 2 with
+the batch dimension dynamic, so changing the number of candidates or the ensemble
+size never recompiles. Inductor's cache lives in ``TORCHINDUCTOR_CACHE_DIR`` (default
+``~/.cache/cosmos_policy_ros/inductor``) so a restarted node compiles from cache. A
+failing compilation (at warm-up or later) falls back to eager with a warning.
 """
 from __future__ import annotations
 
+import logging
+import os
+import time
 import types
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import Callable, Protocol, runtime_checkable
 
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
+
+COMPILE_DEFAULT = "auto"  # the policy.compile / planning.compile default: on for CUDA, off on CPU
+_COMPILE_TRUE = ("true", "on", "yes", "1")
+_COMPILE_FALSE = ("false", "off", "no", "0")
 
 
 @runtime_checkable
@@ -107,15 +124,91 @@ class DenoiserNetwork(nn.Module):
         return (1.0 - t) * x_t - t * out
 
 
+def compile_enabled(setting: bool | str, device: str | torch.device, where: str = "compile") -> bool:
+    """``"auto"`` (compile on CUDA only), true or false -> whether to compile."""
+    text = str(setting).strip().lower()
+    if text == "auto":
+        return torch.device(device).type == "cuda"
+    if text in _COMPILE_TRUE:
+        return True
+    if text in _COMPILE_FALSE:
+        return False
+    raise ValueError(f"{where}: expected 'auto', true or false, got {setting!r}")
+
+
+def inductor_cache_dir() -> Path:
+    """Inductor's cache folder; sets ``TORCHINDUCTOR_CACHE_DIR`` when unset (read lazily by inductor)."""
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    from .hub import cache_root
+
+    path = cache_root() / "inductor"
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
+    return path
+
+
+def _describe(err: BaseException) -> str:
+    """One line: the exception and, for a wrapped compiler error, its root cause."""
+    cause = err
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    text = f"{type(err).__name__}: {err}" if cause is err else f"{type(err).__name__} <- {type(cause).__name__}: {cause}"
+    return " ".join(text.split())[:500]
+
+
+# batch size -> the four network inputs at that batch size (for warm-up)
+ExampleInputs = Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
 class TorchDenoiser:
-    """``Denoiser`` backed by a diffusers ``CosmosTransformer3DModel`` in torch."""
+    """``Denoiser`` backed by a diffusers ``CosmosTransformer3DModel`` in torch, eager or compiled."""
 
     def __init__(self, transformer: nn.Module) -> None:
         self.network = DenoiserNetwork(transformer).eval()
+        self._forward: Callable[..., torch.Tensor] = self.network
+        self.compiled = False
+        self.compile_seconds: float | None = None
+        self.compile_error: str | None = None
 
     @property
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
+
+    def compile(self, example_inputs: ExampleInputs, backend: str | Callable = "inductor",
+                mode: str | None = None) -> bool:
+        """Compile and warm up (batch 2 with a dynamic batch dimension, then batch 1).
+
+        Returns True when the compiled network is in use; on any failure logs a
+        warning, keeps the eager network and returns False.
+        """
+        cache = inductor_cache_dir() if backend == "inductor" else None
+        start = time.perf_counter()
+        try:
+            compiled = torch.compile(self.network, backend=backend, mode=mode, dynamic=None)
+            with torch.no_grad():
+                batch2 = self._prepare(*example_inputs(2))
+                for tensor in batch2:
+                    torch._dynamo.mark_dynamic(tensor, 0)
+                compiled(*batch2)
+                compiled(*self._prepare(*example_inputs(1)))
+        except Exception as err:  # noqa: BLE001 - any compiler failure: run eager instead of stopping
+            self.compile_error = _describe(err)
+            log.warning("torch.compile of the denoiser failed after %.1f s (%s); running eager",
+                        time.perf_counter() - start, self.compile_error)
+            self._forward, self.compiled = self.network, False
+            return False
+        self._forward, self.compiled = compiled, True
+        self.compile_seconds = time.perf_counter() - start
+        log.info("denoiser compiled and warmed up in %.1f s (backend %s, inductor cache %s)",
+                 self.compile_seconds, backend if isinstance(backend, str) else getattr(backend, "__name__", backend),
+                 cache)
+        return True
+
+    def _prepare(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # Contiguous inputs on the network's device: the sampler passes an expanded
+        # (stride 0) text embedding, and strides are part of a compiled graph's guards.
+        device = self.device
+        return tuple(tensor.to(device).contiguous() for tensor in inputs)
 
     @torch.no_grad()
     def __call__(
@@ -125,7 +218,14 @@ class TorchDenoiser:
         condition_frames: torch.Tensor,
         text_embedding: torch.Tensor,
     ) -> torch.Tensor:
-        device = self.device
-        return self.network(
-            noisy_latents.to(device), sigma.to(device), condition_frames.to(device), text_embedding.to(device)
-        )
+        inputs = self._prepare(noisy_latents, sigma, condition_frames, text_embedding)
+        if not self.compiled:
+            return self.network(*inputs)
+        try:
+            return self._forward(*inputs)
+        except Exception as err:  # noqa: BLE001 - e.g. a recompilation failing at run time
+            output = self.network(*inputs)  # bad input raises here too, and keeps the compiled network
+            self.compile_error = _describe(err)
+            log.warning("compiled denoiser failed where eager works (%s); switching to eager", self.compile_error)
+            self._forward, self.compiled = self.network, False
+            return output
