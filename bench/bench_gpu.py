@@ -46,7 +46,8 @@ from cosmos_policy_ros.model.tiny import tiny_stats  # noqa: E402
 from cosmos_policy_ros.types import Observation  # noqa: E402
 
 # issue 12, one H100, 2B, bf16 (seconds)
-TARGETS = {"chunk_s": 0.300, "chunk_over_forwards_plus_encode": 1.3, "best_of_8_s": 1.6, "planner_8x3x5_s": 14.0}
+TARGETS = {"chunk_s": 0.300, "chunk_over_forwards_plus_encode": 1.3, "best_of_8_s": 1.6, "planner_8x3x5_s": 14.0,
+           "planner_8x3x5_linspace_s": 9.0}
 GPU_BATCHES = (1, 8, 24, 120)
 TINY_BATCHES = (1, 8, 24)
 
@@ -220,15 +221,23 @@ def run(tiny: bool = False, backend: str = "inductor", batches: tuple[int, ...] 
     log(f"[bench_gpu] planner {n} x {s} x {v} (compiled) ...")
     planning = CosmosPolicy(planning_ckpt, compile=False, decode_future_images=False, denoiser=compiled.denoiser)
     chunks = np.stack([c.actions for c in compiled.sample_candidates(encoded, n, seed=2)])
-    reset_peak(device)
-    sync(device)
-    start = time.perf_counter()
-    planning.predict_outcomes(encoded, chunks, num_future_samples=s, num_value_samples=v, seed=3)
-    sync(device)
-    results["planner"] = {"shape": [n, s, v], "steps": dict(planning.config.num_steps),
-                          "compiled_s": time.perf_counter() - start,
+    # Warm-up at a small size: any shape the compiled network has not seen compiles here.
+    planning.predict_outcomes(encoded, chunks[:2], num_future_samples=s, num_value_samples=v, seed=3)
+    plan: dict[str, Any] = {"shape": [n, s, v], "steps": dict(planning.config.num_steps)}
+    for schedule in ("full", "linspace"):
+        reset_peak(device)
+        sync(device)
+        start = time.perf_counter()
+        planning.predict_outcomes(encoded, chunks, num_future_samples=s, num_value_samples=v, seed=3,
+                                  ensemble_steps=schedule)
+        sync(device)
+        plan[schedule] = {"compiled_s": time.perf_counter() - start,
                           "world_model_s": planning.last_timings["world_model"],
                           "value_s": planning.last_timings["value"], "peak_gib": peak_gib(device)}
+    # "full": every member at the checkpoint's steps (the issue's 14 s target); "linspace": the
+    # official per-member schedule (the 9 s target).
+    plan.update(plan["full"])
+    results["planner"] = plan
     results["wall_s"] = time.perf_counter() - started
     results["targets"] = None if tiny else target_rows(results)
     return results
@@ -247,7 +256,9 @@ def target_rows(results: dict) -> list[dict[str, Any]]:
             ("chunk / (10 compiled forwards + prefix encode)", chunk["compiled_over_forwards_plus_encode"],
              TARGETS["chunk_over_forwards_plus_encode"]),
             ("best-of-8 s", best["compiled_ms"] / 1e3, TARGETS["best_of_8_s"]),
-            ("planner 8 x 3 x 5 s", plan["compiled_s"], TARGETS["planner_8x3x5_s"])]
+            ("planner 8 x 3 x 5 s, every member at full steps", plan["full"]["compiled_s"], TARGETS["planner_8x3x5_s"]),
+            ("planner 8 x 3 x 5 s, official step schedule", plan["linspace"]["compiled_s"],
+             TARGETS["planner_8x3x5_linspace_s"])]
     return [{"measure": m, "value": v, "target": f"<= {t:g}", "met": v <= t} for m, v, t in rows]
 
 
@@ -277,7 +288,8 @@ def report(results: dict) -> str:
               f"planner {results['planner']['shape']} steps {results['planner']['steps']}: "
               f"{results['planner']['compiled_s']:.2f} s (world model {results['planner']['world_model_s']:.2f}, "
               f"value {results['planner']['value_s']:.2f})"
-              + ("" if results["planner"]["peak_gib"] is None else f", peak {results['planner']['peak_gib']:.1f} GiB")]
+              + ("" if results["planner"]["peak_gib"] is None else f", peak {results['planner']['peak_gib']:.1f} GiB")
+              + f"; official step schedule {results['planner']['linspace']['compiled_s']:.2f} s"]
     for row in results["targets"] or []:
         lines.append(f"target {row['measure']}: {row['value']:.3g} ({row['target']}) {'met' if row['met'] else 'MISSED'}")
     lines.append(f"bench wall time {results['wall_s']:.0f} s")

@@ -26,6 +26,10 @@ TOOLS = {
                     "export a checkpoint's denoiser to ONNX"),
     "demos": ("cosmos_policy_ros.learning.demos", "add_demos_arguments", "run_demos",
               "scripted-expert transfer-cube demonstrations -> training HDF5 episodes (in-process sim)"),
+    "train-vae": ("cosmos_policy_ros.learning.vae", "add_train_vae_arguments", "run_train_vae",
+                  "train a small Wan VAE on a dataset's camera frames (embedded checkpoints)"),
+    "embedded-model": ("cosmos_policy_ros.learning.embedded_model", "add_embedded_model_arguments",
+                       "run_embedded_model", "rebuild the embedded default checkpoint: demos -> VAE -> policy"),
     "eval": ("cosmos_policy_ros.learning.evaluation", "add_eval_arguments", "run_eval",
              "success rate over held-out seeds through the ROS graph (eval mode)"),
 }

@@ -306,3 +306,22 @@ def test_max_candidates_setting(config, tmp_path):
         settings_with(max_candidates=0)
     with pytest.raises(ConfigError, match=r"planning\.num_candidates: 20 is more than planning\.max_candidates = 16"):
         settings_with(num_candidates=20)
+
+
+def test_action_latents_pass_through_or_are_refused_by_shape_and_value(config, rules):
+    """The policy's raw action latent frames travel with the request ([N, C, h, w]); the
+    planner conditions its world model on them. Absent: None (the chunks are tiled)."""
+    msg = make_request(config, n=3)
+    assert validate_request(msg, rules).action_latents is None
+    latents = np.random.default_rng(2).normal(size=(3, 16, 2, 2)).astype(np.float32)
+    msg.action_latents = latents.ravel()
+    msg.action_latents_shape = list(latents.shape)
+    np.testing.assert_array_equal(validate_request(msg, rules).action_latents, latents)
+    msg.action_latents_shape = [2, 16, 2, 2]
+    assert refused(msg, rules).field == "action_latents_shape"
+    msg.action_latents_shape = list(latents.shape)
+    bad = latents.copy()
+    bad[1, 0, 0, 0] = np.nan
+    msg.action_latents = bad.ravel()
+    exc = refused(msg, rules)
+    assert exc.field == "action_latents" and "1 non-finite" in str(exc)

@@ -228,3 +228,44 @@ def test_node_answers_a_malformed_request_in_process_and_keeps_its_counts(tmp_pa
         node.close()
         node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def test_planning_client_sends_the_raw_action_latents_and_its_name(rclpy_context):
+    """PlanRequest carries each candidate's raw action latent frame ([N, C, h, w]) and the
+    client's node name (so answers to another policy node are ignored)."""
+    import torch
+    from rclpy.node import Node
+
+    from cosmos_policy_ros.control.policies import make_cosmos_policy
+    from cosmos_policy_ros.control.planning import sample_candidates
+    from cosmos_policy_ros.nodes.planning_client import PlanningClient
+    from cosmos_policy_ros.nodes.plan_requests import RequestRules, validate_request
+    from cosmos_policy_ros.types import Observation
+
+    torch.set_num_threads(1)
+    config = load_config("aloha", {"planning.enabled": True, "policy.type": "cosmos"})
+    policy = make_cosmos_policy(str(config.planning.checkpoint_path().parent / "tiny_cosmos"), "torch", 0, config)
+    node = Node("latent_client", context=rclpy_context)
+    try:
+        client = PlanningClient(node, config, policy)
+        rng = np.random.default_rng(0)
+        obs = Observation(stamp_ns=10, images={c: rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+                                               for c in ("cam_high", "cam_left_wrist", "cam_right_wrist")},
+                          joint_positions=np.full(14, 0.1), task="transfer the cube")
+        candidates = sample_candidates(policy, obs, 3, 0)
+        msg = client._request_msg(5, obs, candidates)
+        assert msg.header.frame_id == "/latent_client"
+        shape = tuple(msg.action_latents_shape)
+        assert shape[0] == 3 and len(msg.action_latents) == int(np.prod(shape))
+        np.testing.assert_allclose(np.asarray(msg.action_latents).reshape(shape)[1],
+                                   candidates[1].action_latent, rtol=1e-6)
+        rules = RequestRules.from_config(config, 16, config.joint_names, policy.config.camera_names, 50)
+        try:
+            inputs = validate_request(msg, rules)
+        except Exception as exc:  # the tiny random policy's chunks may leave the limits
+            assert "positions" in str(exc)
+        else:
+            assert inputs.action_latents.shape == shape
+        client.close()
+    finally:
+        node.destroy_node()

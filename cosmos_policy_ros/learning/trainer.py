@@ -40,6 +40,7 @@ takes its slice (DDP when ``world_size > 1``), so the run does not depend on how
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import shutil
@@ -227,6 +228,7 @@ class Trainer:
         self.device = torch.device(device)
         self.rank, self.world_size = rank, world_size
         self.latent_cache = {} if latent_cache is None else latent_cache
+        self._video_latents: dict[bytes, torch.Tensor] = {}  # video content digest -> latents
         self.step = 0
 
         self.vae = checkpoint.vae.to(self.device).eval().requires_grad_(False)
@@ -330,17 +332,29 @@ class Trainer:
         keys = [(*self.dataset.key(i), v) for i, v in zip(indices, variants)]
         fresh: dict[tuple[int, int, int], torch.Tensor] = {}
         todo = list(dict.fromkeys((i, v, k) for i, v, k in zip(indices, variants, keys) if k not in self.latent_cache))
-        for start in range(0, len(todo), micro_batch):
-            part = todo[start : start + micro_batch]
-            video = torch.stack([self._raw_video(self._augmented(i, v)) for i, v, _ in part]).to(self.device)
-            pixels = video.float() / 127.5 - 1.0
+        # Samples whose videos are identical (cameras slower than the control rate hold their
+        # frames) share one encoding: the VAE is deterministic (posterior mode).
+        videos = {}
+        for i, v, key in todo:
+            video = self._raw_video(self._augmented(i, v))
+            digest = hashlib.blake2b(video.numpy().tobytes(), digest_size=16).digest()
+            videos[key] = (video, digest)
+        pending = [d for d in dict.fromkeys(d for _, d in videos.values()) if d not in self._video_latents]
+        by_digest = {d: video for video, d in videos.values()}
+        for start in range(0, len(pending), micro_batch):
+            part = pending[start : start + micro_batch]
+            pixels = torch.stack([by_digest[d] for d in part]).to(self.device).float() / 127.5 - 1.0
             latents = self.vae.encode(pixels).latent_dist.mode().float().cpu()
             latents = (latents - self._latents_mean) / self._latents_std
-            for (_, v, key), lat in zip(part, latents):
-                if self._cached(v):
-                    self.latent_cache[key] = lat
-                else:
-                    fresh[key] = lat
+            self._video_latents.update(zip(part, latents))
+        for (_, v, key) in todo:
+            lat = self._video_latents[videos[key][1]]
+            if self._cached(v):
+                self.latent_cache[key] = lat
+            else:
+                fresh[key] = lat
+        if self.settings.augment_variants == 0 and self.settings.augment:
+            self._video_latents.clear()  # fresh draws never repeat: keep nothing
         return torch.stack([self.latent_cache[k] if k in self.latent_cache else fresh[k] for k in keys])
 
     def clean_latents(

@@ -201,6 +201,14 @@ def aloha_layout(value_from_future_state_only: bool = False) -> LatentLayout:
     return _build_layout(current, value_from_future_state_only)
 
 
+def aloha_top_camera_layout(value_from_future_state_only: bool = False) -> LatentLayout:
+    """ALOHA with the top camera only, 7 frames: blank, proprio, cam_high, action, future
+    proprio, future cam_high, value (the embedded sim checkpoints; ACT's sim transfer-cube
+    policy also sees the top camera only)."""
+    current = [LatentSlot("proprio", "proprio"), LatentSlot("cam_high", "image", camera="cam_high")]
+    return _build_layout(current, value_from_future_state_only)
+
+
 def libero_layout() -> LatentLayout:
     """LIBERO, 9 frames: blank, proprio, wrist, primary, action, future x3, value."""
     current = [

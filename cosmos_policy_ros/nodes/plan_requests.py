@@ -79,6 +79,7 @@ class PlanInputs:
     observation: Observation
     candidates: np.ndarray
     first_chunk: ActionChunk
+    action_latents: np.ndarray | None = None  # [N, C, h, w] the policy's raw action frames, if sent
 
 
 def _outside(values: np.ndarray, rules: RequestRules) -> np.ndarray:
@@ -172,9 +173,21 @@ def validate_request(request, rules: RequestRules) -> PlanInputs:
         raise RequestRefused("task", f"{request.task!r} has no text embedding in the planning checkpoint "
                                      f"(known: {sorted(rules.tasks)[:10]})")
 
+    latents = None
+    if len(request.action_latents) or len(request.action_latents_shape):
+        shape = tuple(int(v) for v in request.action_latents_shape)
+        values = np.asarray(request.action_latents, dtype=np.float32)
+        if len(shape) != 4 or shape[0] != len(chunks) or int(np.prod(shape)) != values.size:
+            raise RequestRefused("action_latents_shape", f"{list(shape)} for {values.size} values and "
+                                                         f"{len(chunks)} candidates (expected [N, C, h, w])")
+        if not np.all(np.isfinite(values)):
+            raise RequestRefused("action_latents", f"{int(np.sum(~np.isfinite(values)))} non-finite values")
+        latents = values.reshape(shape)
+
     observation = Observation(stamp_ns=stamp_to_ns(request.header.stamp), images=images,
                               joint_positions=joints, task=request.task)
-    return PlanInputs(observation=observation, candidates=candidates, first_chunk=chunks[0])
+    return PlanInputs(observation=observation, candidates=candidates, first_chunk=chunks[0],
+                      action_latents=latents)
 
 
 def deadline_passed(received_s: float, deadline_s: float, now_s: float) -> bool:

@@ -170,7 +170,7 @@ class PlannerNode(Node):
         started = time.perf_counter()
         try:
             encoded = self.planner.encode(inputs.observation)
-            scores = self.planner.score(encoded, inputs.candidates)
+            scores = self.planner.score(encoded, inputs.candidates, action_latents=inputs.action_latents)
         except Exception as exc:  # noqa: BLE001 - a model error is answered, not fatal
             self._count("failed")
             message = f"{type(exc).__name__}: {exc}"

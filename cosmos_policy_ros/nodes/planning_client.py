@@ -22,6 +22,7 @@ from cosmos_policy_ros.control.planning import (
     PlanDecision,
     PlanningSettings,
     PlanningStats,
+    action_latents,
     decide,
     sample_candidates,
 )
@@ -42,6 +43,7 @@ class PlanningClient:
         self.node = node
         self.config = config
         self.policy = policy
+        self._client_id = node.get_fully_qualified_name()
         self.settings = PlanningSettings.from_config(config)
         if not hasattr(policy, "sample_candidates"):
             raise ConfigError(f"{config.path}: planning.enabled: best-of-N needs a policy that samples candidates "
@@ -71,6 +73,10 @@ class PlanningClient:
 
     # ------------------------------------------------------------------ ROS side
     def _on_result(self, msg) -> None:
+        # Answers copy the request's header: another policy node's answers (same topic,
+        # possibly the same request ids) carry its name, not ours.
+        if msg.header.frame_id and msg.header.frame_id != self._client_id:
+            return
         self._pending.deliver(int(msg.request_id), msg)
 
     def _request_msg(self, request_id: int, observation: Observation, candidates: list[PolicyOutput]):
@@ -85,6 +91,7 @@ class PlanningClient:
 
         msg = PlanRequest()
         msg.header.stamp = ns_to_stamp(observation.stamp_ns)
+        msg.header.frame_id = self._client_id  # the planner serves the newest request per client
         msg.request_id = request_id
         msg.task = observation.task
         msg.camera_names = list(observation.images)
@@ -96,6 +103,10 @@ class PlanningClient:
                                      positions=np.asarray(c.actions, dtype=np.float64),
                                      control_period_s=self.chunk_period_s, predicted_value=c.predicted_value))
             for i, c in enumerate(candidates)]
+        latents = action_latents(candidates)
+        if latents is not None:  # the world model is conditioned on the raw action latents
+            msg.action_latents = latents.detach().cpu().numpy().astype(np.float32).ravel()
+            msg.action_latents_shape = list(latents.shape)
         msg.deadline = seconds_to_duration(self.settings.deadline_s)
         return msg
 

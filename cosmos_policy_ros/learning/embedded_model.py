@@ -1,0 +1,173 @@
+"""Rebuild the embedded default Cosmos Policy from nothing with the package's own commands:
+scripted-expert demonstrations (``demos``) -> a small Wan VAE on their top-camera frames
+(``train-vae``) -> a freshly initialised small ``CosmosTransformer3DModel`` with the
+top-camera ALOHA layout -> ``train`` with the Cosmos Policy objective mix.
+
+Every stage writes into ``--work`` and is skipped when its output is complete, so a stopped
+run continues where it stopped (training itself resumes with ``train --resume``). The same
+seed gives the same demonstrations, VAE and initial weights. ``--quick`` shrinks every stage
+to a smoke run of a few minutes (used by the tests); the full recipe's sizes are below.
+Command line: ``cosmos-policy-ros embedded-model --out DIR`` (``make embedded-model``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from cosmos_policy_ros.learning.vae import VaeSettings, train_vae
+from cosmos_policy_ros.model.checkpoint import (
+    ALOHA_JOINT_NAMES,
+    PREDICT2_2B_TRANSFORMER_CONFIG,
+    CosmosCheckpoint,
+    PolicyConfig,
+)
+from cosmos_policy_ros.model.layout import aloha_top_camera_layout
+from cosmos_policy_ros.model.normalization import NormalizationStats
+from cosmos_policy_ros.model.sampler import SamplerConfig
+
+TASK = "transfer the cube"
+CAMERA = "cam_high"
+
+
+@dataclass(frozen=True)
+class EmbeddedRecipe:
+    """Sizes and schedule of the embedded checkpoint (defaults: the shipped one)."""
+
+    seed: int = 0
+    episodes: int = 60  # demonstrations, seeds seed .. seed + episodes - 1 (held-out eval starts at 100000)
+    image_size: int = 64
+    chunk_size: int = 50  # at 25 Hz: 2 s of motion
+    control_rate_hz: float = 25.0
+    num_layers: int = 6
+    num_attention_heads: int = 4
+    attention_head_dim: int = 32
+    text_embed_dim: int = 32
+    vae: VaeSettings = VaeSettings()
+    train_steps: int = 3000
+    batch_size: int = 32
+    lr: float = 3e-4
+    warmup_steps: int = 150
+
+    def quick(self) -> "EmbeddedRecipe":
+        """A smoke run: every stage runs, at toy sizes."""
+        return replace(self, episodes=3, num_layers=1, num_attention_heads=2, attention_head_dim=16,
+                       vae=replace(self.vae, steps=2, batch_size=2, base_dim=4, held_out_episodes=1),
+                       train_steps=2, batch_size=2, warmup_steps=1)
+
+
+def transformer_config(recipe: EmbeddedRecipe) -> dict:
+    """The 2B architecture (channels, patching, RoPE, padding mask), small."""
+    return dict(PREDICT2_2B_TRANSFORMER_CONFIG, num_layers=recipe.num_layers,
+                num_attention_heads=recipe.num_attention_heads, attention_head_dim=recipe.attention_head_dim,
+                text_embed_dim=recipe.text_embed_dim, adaln_lora_dim=recipe.attention_head_dim,
+                mlp_ratio=4.0)
+
+
+def initial_checkpoint(vae_dir: Path, data_dir: Path, recipe: EmbeddedRecipe) -> CosmosCheckpoint:
+    """Trained VAE + a freshly initialised transformer (diffusers' init, seeded) + the
+    demonstrations' normalization statistics + a seeded text-embedding table for the task."""
+    from diffusers import AutoencoderKLWan, CosmosTransformer3DModel
+
+    torch.manual_seed(recipe.seed)
+    transformer = CosmosTransformer3DModel(**transformer_config(recipe)).eval()
+    vae = AutoencoderKLWan.from_pretrained(vae_dir).eval()
+    stats = NormalizationStats.load(data_dir / "dataset_statistics.json")
+    config = PolicyConfig(
+        robot="aloha", joint_names=ALOHA_JOINT_NAMES, chunk_size=recipe.chunk_size,
+        control_rate_hz=recipe.control_rate_hz, layout=aloha_top_camera_layout(),
+        sampler=SamplerConfig(sigma_min=4.0, sigma_max=80.0, rho=7.0, sigma_conditional=0.0),
+        num_steps={"policy": 10, "world_model": 5, "value": 5}, image_size=recipe.image_size,
+        center_crop_area=recipe.vae.center_crop_area, jpeg_quality=None, seed=recipe.seed,
+        vae={"subfolder": "vae"}, default_task=TASK,
+    )
+    text = torch.randn(8, recipe.text_embed_dim, generator=torch.Generator().manual_seed(recipe.seed + 1))
+    checkpoint = CosmosCheckpoint(config=config, transformer=transformer, vae=vae, stats=stats,
+                                  text_embeddings={TASK: text})
+    checkpoint.validate("embedded initial checkpoint")
+    return checkpoint
+
+
+def _stage(name: str, done: bool, progress) -> bool:
+    progress(f"[embedded-model] {name}: {'done already, skipped' if done else 'running'}")
+    return not done
+
+
+def build_embedded_model(out_dir: str | Path, work_dir: str | Path, recipe: EmbeddedRecipe = EmbeddedRecipe(),
+                         config: str = "aloha", progress=print) -> Path:
+    from cosmos_policy_ros.learning.demos import generate_demos
+
+    started = time.perf_counter()
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
+    demos, vae_dir, init_dir, trained = work / "demos", work / "vae", work / "initial", work / "trained"
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    if _stage("demonstrations", (demos / "dataset_info.json").exists(), progress):
+        shutil.rmtree(demos, ignore_errors=True)
+        generate_demos(demos, recipe.episodes, recipe.seed, config, cameras=[CAMERA], compression="lzf",
+                       progress=progress)
+    timings["demos_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    if _stage("VAE", (vae_dir / "vae_report.json").exists(), progress):
+        train_vae(demos, vae_dir, CAMERA, replace(recipe.vae, image_size=recipe.image_size, seed=recipe.seed),
+                  resume=True, progress=progress)
+    timings["vae_s"] = time.perf_counter() - t
+
+    if _stage("initial checkpoint", (init_dir / "cosmos_policy.json").exists(), progress):
+        initial_checkpoint(vae_dir, demos, recipe).save_pretrained(init_dir)
+
+    t = time.perf_counter()
+    done_marker = work / "training_done"
+    if _stage("policy training", done_marker.exists(), progress):
+        command = [sys.executable, "-m", "cosmos_policy_ros.cli", "train", "--checkpoint", str(init_dir),
+                   "--data", str(demos), "--out", str(trained), "--steps", str(recipe.train_steps),
+                   "--batch-size", str(recipe.batch_size), "--lr", str(recipe.lr), "--lr-schedule", "official",
+                   "--warmup-steps", str(recipe.warmup_steps), "--decay-steps", str(recipe.train_steps),
+                   "--no-augment", "--stats", "dataset", "--task", TASK, "--seed", str(recipe.seed),
+                   "--device", "cpu", "--save-every", "250", "--log-every", "25"]
+        if (trained / "cosmos_policy.json").exists():
+            command.append("--resume")
+        subprocess.run(command, check=True)
+        done_marker.write_text(f"{recipe.train_steps} steps\n")
+    timings["train_s"] = time.perf_counter() - t
+
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(trained, out, ignore=shutil.ignore_patterns("*.pt", "training_state*"))
+    shutil.copy(vae_dir / "vae_report.json", out / "vae_report.json")
+    timings["total_s"] = time.perf_counter() - started
+    (out / "recipe.json").write_text(json.dumps({"recipe": asdict(recipe), "timings_s": timings}, indent=2))
+    progress(f"[embedded-model] wrote {out} in {timings['total_s'] / 60:.1f} min "
+             f"(demos {timings['demos_s']:.0f} s, VAE {timings['vae_s']:.0f} s, training {timings['train_s']:.0f} s)")
+    return out
+
+
+def add_embedded_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="checkpoint folder to write")
+    parser.add_argument("--work", default="out/embedded_model", help="stage outputs (resumable; default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="toy sizes: a smoke run of every stage")
+    parser.add_argument("--train-steps", type=int, default=0, help="override the recipe's training steps")
+    parser.add_argument("--config", default="aloha", help="robot YAML the sim runs with")
+
+
+def run_embedded_model(args: argparse.Namespace) -> int:
+    recipe = EmbeddedRecipe(seed=args.seed)
+    if args.quick:
+        recipe = recipe.quick()
+    if args.train_steps:
+        recipe = replace(recipe, train_steps=args.train_steps)
+    build_embedded_model(args.out, args.work, recipe, args.config, progress=lambda line: print(line, flush=True))
+    return 0

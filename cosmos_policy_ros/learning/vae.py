@@ -1,0 +1,200 @@
+"""Train a small Wan VAE (diffusers' ``AutoencoderKLWan``, narrow widths) on a dataset's
+camera frames, so an embedded checkpoint's latents carry the scene and its decoded
+"imagination" frames look like it.
+
+The Wan VAE is causal in time and compresses 4 frames into one latent frame after the
+first; a Cosmos Policy video holds each camera image as 4 copies after a black frame (see
+``CosmosPolicy._raw_video``). Training clips have that shape: ``[black, image x 4]``, so the
+model code uses the trained VAE exactly as it uses the released one. The loss is the
+pixel MSE, weighted up where a frame differs from the dataset's mean frame (arms, the
+cube: a few pixels that a plain MSE would blur away), plus a small KL term. Afterwards
+each latent channel's mean and std over the training frames are written into the VAE
+config (``latents_mean`` / ``latents_std``), as the released VAE carries its own.
+
+Reports the reconstruction PSNR on frames of held-out episodes. Resumable (``--resume``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cosmos_policy_ros.learning.episodes import read_episode
+from cosmos_policy_ros.model.preprocessing import preprocess_image
+
+log = logging.getLogger(__name__)
+
+TEMPORAL_FACTOR = 4
+STATE_FILE = "vae_training_state.pt"
+
+
+@dataclass(frozen=True)
+class VaeSettings:
+    image_size: int = 64
+    center_crop_area: float = 0.9
+    base_dim: int = 16
+    z_dim: int = 16
+    dim_mult: tuple[int, ...] = (1, 2, 2, 2)
+    num_res_blocks: int = 1
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 1e-3
+    kl_weight: float = 1e-6
+    foreground_weight: float = 20.0
+    held_out_episodes: int = 2
+    seed: int = 0
+
+
+def load_frames(data_dir: str | Path, camera: str, settings: VaeSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct preprocessed frames ``[N, S, S, 3]`` uint8 of ``camera``: (training, held out).
+    The last ``held_out_episodes`` episode files are held out."""
+    files = sorted(Path(data_dir).glob("episode_*.hdf5"), key=lambda p: int(p.stem.split("_")[-1]))
+    if len(files) <= settings.held_out_episodes:
+        raise ValueError(f"{data_dir}: {len(files)} episode files; need more than the "
+                         f"{settings.held_out_episodes} held out for the PSNR")
+    groups: list[list[np.ndarray]] = [[], []]
+    for k, path in enumerate(files):
+        episode = read_episode(path, cameras=(camera,))
+        try:
+            previous = None
+            for step in range(episode.num_steps):
+                frame = episode.frame(camera, step)
+                if previous is not None and np.array_equal(frame, previous):
+                    continue  # the camera runs slower than the control rate: held frames
+                previous = frame
+                groups[k >= len(files) - settings.held_out_episodes].append(
+                    preprocess_image(frame, settings.image_size, settings.center_crop_area))
+        finally:
+            episode.close()
+    return np.stack(groups[0]), np.stack(groups[1])
+
+
+def clips(frames: np.ndarray) -> torch.Tensor:
+    """uint8 ``[B, S, S, 3]`` -> pixels in [-1, 1] ``[B, 3, 5, S, S]``: a black frame, then 4 copies."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    black = torch.full_like(x, -1.0)
+    return torch.stack([black] + [x] * TEMPORAL_FACTOR, dim=2)
+
+
+def psnr(vae, frames: np.ndarray, batch: int = 32) -> float:
+    """Mean PSNR (dB, pixels in [0, 255]) of the image latent frame's reconstruction."""
+    errors = []
+    with torch.no_grad():
+        for i in range(0, len(frames), batch):
+            x = clips(frames[i:i + batch])
+            rec = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+            mse = ((rec[:, :, 1:] - x[:, :, 1:]) * 127.5).pow(2).mean(dim=(1, 2, 3, 4))
+            errors.append(mse)
+    mse = torch.cat(errors).clamp_min(1e-10)
+    return float((10 * torch.log10(255.0 ** 2 / mse)).mean())
+
+
+def build_vae(settings: VaeSettings):
+    from diffusers import AutoencoderKLWan
+
+    return AutoencoderKLWan(base_dim=settings.base_dim, z_dim=settings.z_dim, dim_mult=list(settings.dim_mult),
+                            num_res_blocks=settings.num_res_blocks)
+
+
+def latent_statistics(vae, frames: np.ndarray, batch: int = 64) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the (unnormalized) latent means over ``frames``."""
+    latents = []
+    with torch.no_grad():
+        for i in range(0, len(frames), batch):
+            latents.append(vae.encode(clips(frames[i:i + batch])).latent_dist.mode())
+    z = torch.cat(latents).transpose(0, 1).reshape(vae.config.z_dim, -1)
+    return z.mean(dim=1).tolist(), z.std(dim=1).clamp_min(1e-3).tolist()
+
+
+def train_vae(data_dir: str | Path, out_dir: str | Path, camera: str = "cam_high",
+              settings: VaeSettings = VaeSettings(), resume: bool = False, progress=print) -> dict:
+    """Train, write the VAE (diffusers folder) into ``out_dir``, return the report."""
+    torch.manual_seed(settings.seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    train, held_out = load_frames(data_dir, camera, settings)
+    progress(f"[train-vae] {len(train)} training frames, {len(held_out)} held-out frames of {camera} "
+             f"at {settings.image_size} px ({time.perf_counter() - started:.0f} s)")
+    vae = build_vae(settings)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.lr, weight_decay=0.0)
+    step = 0
+    state_path = out / STATE_FILE
+    if resume and state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        vae.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        progress(f"[train-vae] resumed at step {step}")
+    mean_frame = torch.from_numpy(train.astype(np.float32).mean(axis=0) / 127.5 - 1.0).permute(2, 0, 1)
+    rng = np.random.default_rng(settings.seed + step)
+    vae.train()
+    last_log = time.perf_counter()
+    while step < settings.steps:
+        lr = settings.lr * min(1.0, (step + 1) / 20) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / settings.steps)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x = clips(train[rng.integers(0, len(train), settings.batch_size)])
+        posterior = vae.encode(x).latent_dist
+        rec = vae.decode(posterior.sample()).sample
+        weight = 1.0 + settings.foreground_weight * (x - mean_frame[None, :, None]).abs().mean(dim=1, keepdim=True)
+        loss = (weight * (rec - x).pow(2)).mean() + settings.kl_weight * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        if step % 25 == 0 or step == settings.steps or time.perf_counter() - last_log > 60:
+            last_log = time.perf_counter()
+            elapsed = time.perf_counter() - started
+            progress(f"[train-vae] step {step}/{settings.steps} loss {loss.item():.4f} lr {lr:.2e} "
+                     f"({elapsed:.0f} s)")
+        if step % 100 == 0 or step == settings.steps:
+            torch.save({"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, state_path)
+    vae.eval()
+    mean, std = latent_statistics(vae, train)
+    vae.register_to_config(latents_mean=mean, latents_std=std)
+    vae.save_pretrained(out)
+    report = {"camera": camera, "settings": asdict(settings), "training_frames": int(len(train)),
+              "held_out_frames": int(len(held_out)), "held_out_psnr_db": psnr(vae, held_out),
+              "training_psnr_db": psnr(vae, train[: max(1, len(held_out))]),
+              "seconds": time.perf_counter() - started}
+    (out / "vae_report.json").write_text(json.dumps(report, indent=2))
+    progress(f"[train-vae] held-out PSNR {report['held_out_psnr_db']:.1f} dB (training "
+             f"{report['training_psnr_db']:.1f} dB); wrote {out} in {report['seconds']:.0f} s")
+    return report
+
+
+def add_train_vae_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = VaeSettings()
+    parser.add_argument("--data", required=True, help="dataset folder (episode_*.hdf5, e.g. from `demos`)")
+    parser.add_argument("--out", required=True, help="folder for the trained VAE (diffusers layout)")
+    parser.add_argument("--camera", default="cam_high", help="camera whose frames train the VAE")
+    parser.add_argument("--image-size", type=int, default=defaults.image_size)
+    parser.add_argument("--base-dim", type=int, default=defaults.base_dim)
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--held-out-episodes", type=int, default=defaults.held_out_episodes)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--resume", action="store_true", help="continue from the training state in --out")
+
+
+def run_train_vae(args: argparse.Namespace) -> int:
+    settings = VaeSettings(image_size=args.image_size, base_dim=args.base_dim, steps=args.steps,
+                           batch_size=args.batch_size, lr=args.lr, held_out_episodes=args.held_out_episodes,
+                           seed=args.seed)
+    try:
+        train_vae(args.data, args.out, args.camera, settings, resume=args.resume,
+                  progress=lambda line: print(line, flush=True))
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"[train-vae] {exc}", file=__import__("sys").stderr)
+        return 2
+    return 0
