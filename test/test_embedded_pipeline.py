@@ -97,9 +97,10 @@ def test_in_process_demos_match_the_recording_path_in_eval_mode(tmp_path):
     recorded = read_episode(tmp_path / "recorded" / "episode_0.hdf5")
     direct = read_episode(tmp_path / "direct" / "episode_0.hdf5")
     assert abs(len(recorded.qpos) - len(direct.qpos)) <= 3
-    # The recorder logs receive times: allow a shift of up to two ticks between the grids.
-    n = min(len(recorded.qpos), len(direct.qpos)) - 4
-    best = min(np.abs(recorded.qpos[2 + s:2 + s + n] - direct.qpos[2:2 + n]).max() for s in (-2, -1, 0, 1, 2))
+    # The recorder logs receive times, which a loaded machine delays: allow a shift of up to
+    # six ticks (0.12 s) between the grids.
+    n = min(len(recorded.qpos), len(direct.qpos)) - 12
+    best = min(np.abs(recorded.qpos[6 + s:6 + s + n] - direct.qpos[6:6 + n]).max() for s in range(-6, 7))
     assert best < 0.03, best
     # The expert moved the arms far from the start (a frozen or skipped start would not match).
     assert np.abs(direct.qpos[-1] - direct.qpos[0]).max() > 0.3
