@@ -82,3 +82,38 @@ def test_publish_subscribe_round_trip(rclpy_context):
         assert ev.event == EpisodeEvent.LABEL and ev.success and math.isnan(ev.score)
     finally:
         h.close()
+
+
+def test_package_logging_reaches_the_nodes_ros_logger(rclpy_context):
+    """Library modules log through `logging`; a node forwards those records to its ROS logger."""
+    import logging
+
+    from rclpy.node import Node
+
+    from cosmos_policy_ros.nodes.common import forward_package_logging
+
+    node = Node("log_forwarding", context=rclpy_context)
+    seen = []
+
+    class Recorder:
+        def info(self, text):
+            seen.append(("info", text))
+
+        def warning(self, text):
+            seen.append(("warning", text))
+
+        def error(self, text):
+            seen.append(("error", text))
+
+    node.get_logger = lambda: Recorder()
+    try:
+        forward_package_logging(node)
+        logging.getLogger("cosmos_policy_ros.model.denoiser").warning("compile failed: %s", "no compiler")
+        logging.getLogger("cosmos_policy_ros.recording.recorder").info("episode closed")
+        logging.getLogger("some_other_library").warning("not ours")
+        assert seen == [("warning", "cosmos_policy_ros.model.denoiser: compile failed: no compiler"),
+                        ("info", "cosmos_policy_ros.recording.recorder: episode closed")]
+    finally:
+        for handler in list(logging.getLogger("cosmos_policy_ros").handlers):
+            logging.getLogger("cosmos_policy_ros").removeHandler(handler)
+        node.destroy_node()

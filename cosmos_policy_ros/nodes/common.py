@@ -1,6 +1,7 @@
 """What every node shares: the config parameter, QoS profiles, and a main() wrapper."""
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 from typing import Callable
@@ -21,6 +22,43 @@ def reliable_qos(depth: int = 10):
     return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
 
 
+class RosLogHandler(logging.Handler):
+    """Forwards the package's Python ``logging`` records (model, control, recording, learning
+    modules log through ``logging`` only) to a node's ROS logger, so they reach the console
+    and /rosout like the node's own lines; after shutdown they go to stderr."""
+
+    def __init__(self, node) -> None:
+        super().__init__(logging.INFO)
+        self.node = node
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = f"{record.name}: {record.getMessage()}"
+        try:
+            if not self.node.context.ok():
+                raise RuntimeError("context shut down")
+            logger = self.node.get_logger()
+            if record.levelno >= logging.ERROR:
+                logger.error(text)
+            elif record.levelno >= logging.WARNING:
+                logger.warning(text)
+            else:
+                logger.info(text)
+        except Exception:  # noqa: BLE001 - logging must never break the caller
+            print(f"[{record.levelname}] [{self.node.get_name()}]: {text}", file=sys.stderr, flush=True)
+
+
+def forward_package_logging(node) -> RosLogHandler:
+    """Attach a RosLogHandler for ``node`` to the package's logger (one per process)."""
+    package_logger = logging.getLogger("cosmos_policy_ros")
+    for handler in list(package_logger.handlers):
+        if isinstance(handler, RosLogHandler):
+            package_logger.removeHandler(handler)
+    handler = RosLogHandler(node)
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
+    return handler
+
+
 def declare_config(node, extra_overrides: dict[str, tuple[str, str]] | None = None) -> RobotConfig:
     """Declare `config_file` (+ typed override parameters) and load the robot YAML.
 
@@ -31,6 +69,7 @@ def declare_config(node, extra_overrides: dict[str, tuple[str, str]] | None = No
     """
     from rcl_interfaces.msg import ParameterDescriptor
 
+    forward_package_logging(node)
     path = node.declare_parameter(
         "config_file", "aloha",
         ParameterDescriptor(description="robot YAML (path, or a name in the package's config/)")).value
