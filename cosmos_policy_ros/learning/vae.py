@@ -43,8 +43,8 @@ class VaeSettings:
     z_dim: int = 16
     dim_mult: tuple[int, ...] = (1, 2, 2, 2)
     num_res_blocks: int = 1
-    steps: int = 300
-    batch_size: int = 16
+    steps: int = 900
+    batch_size: int = 8
     lr: float = 1e-3
     kl_weight: float = 1e-6
     foreground_weight: float = 20.0
