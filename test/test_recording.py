@@ -86,7 +86,8 @@ def _sample_messages(ts):
         ('plan_request', 'cosmos_policy_ros/msg/PlanRequest',
          t['cosmos_policy_ros/msg/PlanRequest'](
              header=_header(ts, ns), request_id=3, task='fold the shirt', camera_names=['cam_high'],
-             images=[image], joint_positions=rng.normal(size=14), candidates=[chunk, chunk],
+             images=[image], joint_positions=rng.normal(size=14), candidates=[chunk, chunk], action_latents=rng.normal(size=2 * 16 * 2 * 2).astype(np.float32),
+             action_latents_shape=np.array([2, 16, 2, 2], np.uint32),
              deadline=duration)),
         ('plan_result', 'cosmos_policy_ros/msg/PlanResult',
          t['cosmos_policy_ros/msg/PlanResult'](

@@ -14,10 +14,9 @@ taken off the queue, in complete chunks. SIGINT/SIGTERM handlers (see
 queue and writes the MCAP summary and ``metadata.yaml``: nothing accepted is lost. After
 SIGKILL or power loss, :func:`cosmos_policy_ros.recording.recovery.recover` rebuilds a readable bag from the complete chunks.
 
-Why not rely on rosbags' writer alone: it keeps up to 1 MiB in an in-memory chunk and
-writes the MCAP summary, footer and ``metadata.yaml`` only in ``close()``; its reader
-needs both ``metadata.yaml`` and the footer, so an unclosed bag is unreadable and the
-pending chunk is lost. (Checked against rosbags 0.11.9.)
+The bag is written by :class:`~cosmos_policy_ros.recording.bag_writer.BagWriter` (the
+``mcap`` package's writer, whose public ``flush()`` ends the pending chunk): rosbags' writer
+keeps up to 1 MiB in memory with no way to flush it.
 """
 from __future__ import annotations
 
@@ -38,21 +37,19 @@ from queue import Empty, SimpleQueue
 from typing import Any
 
 import yaml
-from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 from rosbags.typesys.store import Typestore
 
 from cosmos_policy_ros.config import EPISODE_EVENTS_TOPIC
 from cosmos_policy_ros.recording.bag import (
     EPISODE_EVENT_TYPE,
     EPISODE_FILE,
-    ROSBAG2_VERSION,
     EpisodeOutcome,
     RecorderError,
     _atomic_write_text,
     _write_outcome,
     build_typestore,
 )
+from cosmos_policy_ros.recording.bag_writer import BagWriter
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +81,7 @@ class _Episode:
     seq: int
     episode_id: str
     bag_dir: Path
-    writer: Writer
+    writer: BagWriter
     connections: dict[tuple[str, str], Any] = field(default_factory=dict)
 
 
@@ -336,9 +333,7 @@ class EpisodeRecorder:
         done: threading.Event, result: dict[str, Any],
     ) -> None:
         try:
-            writer = Writer(bag_dir, version=ROSBAG2_VERSION, storage_plugin=StoragePlugin.MCAP)
-            if self.compression == 'zstd':
-                writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+            writer = BagWriter(bag_dir, self.typestore, compress=self.compression == 'zstd')
             writer.set_custom_data('episode_id', episode_id)
             writer.set_custom_data('episode_metadata', json.dumps(metadata, sort_keys=True))
             writer.open()
@@ -378,7 +373,7 @@ class EpisodeRecorder:
         key = (topic, msgtype)
         connection = episode.connections.get(key)
         if connection is None:
-            connection = episode.writer.add_connection(topic, msgtype, typestore=self.typestore)
+            connection = episode.writer.add_connection(topic, msgtype)
             episode.connections[key] = connection
         episode.writer.write(connection, stamp_ns, data)
 
@@ -428,16 +423,13 @@ class EpisodeRecorder:
     def _flush(self) -> None:
         """End the pending MCAP chunk and hand it to the OS (see module docstring)."""
         episode = self._episode
-        if episode is None or episode.writer.storage is None:
+        if episode is None:
             return
-        storage = episode.writer.storage
         try:
-            if storage.chunk.bio.tell():
-                storage.close_chunk()
-            storage.bio.flush()
+            fsync = self.fsync_period_s > 0 and time.monotonic() - self._last_fsync >= self.fsync_period_s
+            episode.writer.flush(fsync=fsync)
             self._stats.flushes += 1
-            if self.fsync_period_s > 0 and time.monotonic() - self._last_fsync >= self.fsync_period_s:
-                os.fsync(storage.bio.fileno())
+            if fsync:
                 self._last_fsync = time.monotonic()
         except BaseException as err:  # noqa: BLE001
             self._fail(err)

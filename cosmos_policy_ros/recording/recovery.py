@@ -3,7 +3,8 @@
 The recorder hands every batch to the OS as complete MCAP chunks, so a killed recorder
 leaves a file with no summary, no footer and no ``metadata.yaml``, which rosbag2 readers
 refuse. :func:`recover` reads the complete records with the ``mcap`` package's stream
-reader (which stops at the first torn record), and rewrites them as a closed bag.
+reader (which stops at the first torn record), and rewrites them as a closed bag with
+the recorder's own ``BagWriter``.
 Command line: ``cosmos-policy-ros recover BAG [BAG ...]``.
 """
 from __future__ import annotations
@@ -20,17 +21,16 @@ from pathlib import Path
 from mcap.exceptions import McapError
 from mcap.records import Channel, Message, Schema
 from mcap.stream_reader import StreamReader
-from rosbags.rosbag2 import Reader, StoragePlugin, Writer
-from rosbags.rosbag2.metadata import parse_qos
+from rosbags.rosbag2 import Reader
 from rosbags.typesys import get_types_from_msg
 from rosbags.typesys.store import Typestore
 
 from cosmos_policy_ros.recording.bag import (
-    ROSBAG2_VERSION,
     RecorderError,
     build_typestore,
     read_episode_info,
 )
+from cosmos_policy_ros.recording.bag_writer import BagWriter
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def recover(bag_dir: str | os.PathLike[str], typestore: Typestore | None = None)
     staging_root = Path(tempfile.mkdtemp(prefix='.recover-', dir=bag_dir.parent))
     try:
         staging = staging_root / source.stem  # Writer names the file <dir name>.mcap
-        writer = Writer(staging, version=ROSBAG2_VERSION, storage_plugin=StoragePlugin.MCAP)
+        writer = BagWriter(staging, typestore)
         if info:
             writer.set_custom_data('episode_id', str(info.get('episode_id', '')))
             writer.set_custom_data('episode_metadata', json.dumps(info.get('metadata') or {}, sort_keys=True))
@@ -135,10 +135,7 @@ def recover(bag_dir: str | os.PathLike[str], typestore: Typestore | None = None)
             if schema.name not in typestore.fielddefs:
                 types = get_types_from_msg(schema.data.decode(), schema.name)
                 typestore.register({k: v for k, v in types.items() if k not in typestore.fielddefs})
-            qos = channel.metadata.get('offered_qos_profiles', '')
-            connections[cid] = writer.add_connection(
-                channel.topic, schema.name, typestore=typestore,
-                offered_qos_profiles=parse_qos(qos) if qos else [])
+            connections[cid] = writer.add_connection(channel.topic, schema.name)
         for message in messages:
             writer.write(connections[message.channel_id], message.log_time, message.data)
         writer.close()
