@@ -9,7 +9,7 @@ export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 export ROS_LOCALHOST_ONLY ?= 1
 
-.PHONY: setup demo test bench msgs sysdeps clean eval
+.PHONY: setup demo eval embedded-model test bench msgs sysdeps clean
 
 setup: $(STAMP) msgs
 
@@ -38,6 +38,12 @@ demo: setup
 # graph in eval mode; table, out/eval/eval.json and eval.png. EVAL_ARGS e.g. --checkpoint DIR.
 eval: setup
 	$(VENV)/bin/cosmos-policy-ros eval --config config/aloha.yaml --out out/eval $(EVAL_ARGS)
+
+# Rebuild the embedded default checkpoint from nothing: 60 scripted-expert demonstrations ->
+# small Wan VAE -> small Cosmos Policy (about 80 minutes on 2 CPU cores; stages resume).
+embedded-model: setup
+	$(VENV)/bin/cosmos-policy-ros embedded-model --work out/embedded_model \
+	  --out cosmos_policy_ros/checkpoints/aloha_sim_transfer_cube $(EMBEDDED_ARGS)
 
 test: setup
 	$(PY) -m pytest -q test $(PYTEST_ARGS)
