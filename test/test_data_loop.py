@@ -33,7 +33,10 @@ def test_record_label_convert_finetune_plan(tmp_path):
     assert len(files) == 2
     with h5py.File(files[0]) as f:
         assert f["action"].shape[1] == 14 and f["observations/images/cam_high"].ndim == 4
-        assert f["value"][-1] == pytest.approx(0.8)  # the relabelled outcome reaches the value target
+        # The relabelled outcome reaches the episode file; as officially, a positive score gives
+        # full-success value targets (the score is kept for balancing and --value-rule scaled).
+        assert f.attrs["success_score"] == pytest.approx(0.8) and f.attrs["value_rule"] == "official"
+        assert f["value"][-1] == pytest.approx(1.0)
     stats = json.loads((dataset / "dataset_statistics.json").read_text())
     assert len(stats["actions_min"]) == 14
 

@@ -85,12 +85,9 @@ def test_compile_setting_values_and_inductor_cache(tmp_path, monkeypatch):
     assert compile_enabled(True, "cpu") and not compile_enabled("false", "cuda")
     with pytest.raises(ValueError, match="policy.compile.*'maybe'"):
         compile_enabled("maybe", "cpu", where="policy.compile")
-    config = load_config("aloha")
-    config.raw["planning"]["compile"] = "maybe"
     with pytest.raises(ConfigError, match="planning.compile.*'maybe'"):
-        PlanningSettings.from_config(config)
-    config.raw["planning"]["compile"] = False
-    assert PlanningSettings.from_config(config).compile == "False"
+        load_config("aloha", {"planning.compile": "maybe"})
+    assert PlanningSettings.from_config(load_config("aloha", {"planning.compile": False})).compile is False
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.setenv("COSMOS_POLICY_ROS_CACHE", str(tmp_path))
     assert inductor_cache_dir() == tmp_path / "inductor"
