@@ -30,6 +30,8 @@ TOOLS = {
                   "train a small Wan VAE on a dataset's camera frames (embedded checkpoints)"),
     "embedded-model": ("cosmos_policy_ros.learning.embedded_model", "add_embedded_model_arguments",
                        "run_embedded_model", "rebuild the embedded default checkpoint: demos -> VAE -> policy"),
+    "offline-eval": ("cosmos_policy_ros.learning.offline_eval", "add_offline_eval_arguments", "run_offline_eval",
+                     "action / world-model L1 on demonstrations and in-process closed-loop episodes"),
     "eval": ("cosmos_policy_ros.learning.evaluation", "add_eval_arguments", "run_eval",
              "success rate over held-out seeds through the ROS graph (eval mode)"),
 }

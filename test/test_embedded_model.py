@@ -71,3 +71,23 @@ def test_vae_clips_have_the_layouts_shape_and_psnr_is_exact_for_a_perfect_recons
 
     assert psnr(Identity(), frames) > 100  # no error: the clamp-limited ceiling
     assert VaeSettings().image_size == 64
+
+
+def test_offline_metrics_and_an_in_process_closed_loop_episode(quick_model):
+    """offline-eval's pieces on the toy checkpoint: finite L1s against their baselines, and one
+    short in-process episode through the executor logic (the policy asked for every chunk)."""
+    from cosmos_policy_ros.learning.offline_eval import closed_loop, offline_metrics
+    from cosmos_policy_ros.model.cosmos_policy import CosmosPolicy
+
+    root, out, _ = quick_model
+    policy = CosmosPolicy.from_pretrained(out, device="cpu", decode_future_images=False)
+    metrics = offline_metrics(policy, root / "work" / "demos", ["episode_2.hdf5"], every=20)
+    assert metrics["chunks"] >= 1
+    for key in ("action_l1", "mean_chunk_action_l1", "world_model_future_proprio_l1", "no_change_l1"):
+        assert np.isfinite(metrics[key]) and metrics[key] >= 0
+    calls = []
+    infer = policy.infer
+    policy.infer = lambda obs: calls.append(obs.stamp_ns) or infer(obs)
+    results = closed_loop(policy, [100000], episode_length_s=1.0, progress=lambda line: None)
+    assert results[0]["seed"] == 100000 and results[0]["max_reward"] >= 0
+    assert len(calls) == 1  # a 50-step chunk at 25 Hz covers the whole 1 s episode

@@ -43,6 +43,7 @@ class EmbeddedRecipe:
 
     seed: int = 0
     episodes: int = 60  # demonstrations, seeds seed .. seed + episodes - 1 (held-out eval starts at 100000)
+    demo_length_s: float | None = None  # None: the config's sim.episode_length_s (only successes kept)
     image_size: int = 64
     chunk_size: int = 50  # at 25 Hz: 2 s of motion
     control_rate_hz: float = 25.0
@@ -58,7 +59,7 @@ class EmbeddedRecipe:
 
     def quick(self) -> "EmbeddedRecipe":
         """A smoke run: every stage runs, at toy sizes."""
-        return replace(self, episodes=3, num_layers=1, num_attention_heads=2, attention_head_dim=16,
+        return replace(self, episodes=3, demo_length_s=3.0, num_layers=1, num_attention_heads=2, attention_head_dim=16,
                        vae=replace(self.vae, steps=2, batch_size=2, base_dim=4, held_out_episodes=1),
                        train_steps=2, batch_size=2, warmup_steps=1)
 
@@ -114,7 +115,8 @@ def build_embedded_model(out_dir: str | Path, work_dir: str | Path, recipe: Embe
     t = time.perf_counter()
     if _stage("demonstrations", (demos / "dataset_info.json").exists(), progress):
         shutil.rmtree(demos, ignore_errors=True)
-        generate_demos(demos, recipe.episodes, recipe.seed, config, cameras=[CAMERA], compression="lzf",
+        generate_demos(demos, recipe.episodes, recipe.seed, config, episode_length_s=recipe.demo_length_s,
+                       keep_failures=recipe.demo_length_s is not None, cameras=[CAMERA], compression="lzf",
                        progress=progress)
     timings["demos_s"] = time.perf_counter() - t
 
