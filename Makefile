@@ -27,12 +27,15 @@ $(STAMP): requirements.txt requirements-python.txt setup.py | sysdeps
 msgs: $(STAMP)
 	@scripts/build_msgs.sh $(VENV)
 
-# The scripted expert solves transfer-cube through the graph; then the embedded tiny
-# Cosmos Policy checkpoint drives the same loop (random weights: it runs, it cannot solve it).
+# The scripted expert solves transfer-cube through the graph; then the embedded Cosmos Policy
+# trained by `make embedded-model` drives the same loop in eval mode on held-out seeds (it
+# reaches, grasps and sometimes lifts the cube; it does not complete the transfer yet).
+EMBEDDED_CHECKPOINT := cosmos_policy_ros/checkpoints/aloha_sim_transfer_cube
 demo: setup
 	$(VENV)/bin/cosmos-policy-ros demo --config config/aloha.yaml $(DEMO_ARGS)
 	@if [ -z "$(DEMO_ARGS)" ]; then \
-	  $(VENV)/bin/cosmos-policy-ros demo --config config/aloha.yaml --policy cosmos --episode-length 4 --out out/demo_cosmos; fi
+	  $(VENV)/bin/cosmos-policy-ros demo --config config/aloha.yaml --policy cosmos --checkpoint $(EMBEDDED_CHECKPOINT) \
+	    --eval-mode --seed 100003 --episodes 2 --out out/demo_cosmos; fi
 
 # Success rate over K held-out seeds (from 100000; demos use lower seeds) through the ROS
 # graph in eval mode; table, out/eval/eval.json and eval.png. EVAL_ARGS e.g. --checkpoint DIR.

@@ -113,7 +113,10 @@ def test_package_logging_reaches_the_nodes_ros_logger(rclpy_context):
         logging.getLogger("some_other_library").warning("not ours")
         assert seen == [("warning", "cosmos_policy_ros.model.denoiser: compile failed: no compiler"),
                         ("info", "cosmos_policy_ros.recording.recorder: episode closed")]
+        # A destroyed node's handler never raises into library code (it prints instead).
+        del node.get_logger
+        node.destroy_node()
+        logging.getLogger("cosmos_policy_ros.recording.recorder").error("after the node: %s", "printed")
     finally:
         for handler in list(logging.getLogger("cosmos_policy_ros").handlers):
             logging.getLogger("cosmos_policy_ros").removeHandler(handler)
-        node.destroy_node()

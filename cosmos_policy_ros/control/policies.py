@@ -18,6 +18,15 @@ def default_checkpoint() -> Path:
     return shipped_checkpoint("tiny_cosmos")
 
 
+def policy_control_period_s(policy, default_s: float) -> float:
+    """A chunk's step period is the policy's (a checkpoint's control rate), else the robot's."""
+    period = getattr(policy, "control_period_s", None)
+    if period:
+        return float(period)
+    rate = getattr(getattr(policy, "config", None), "control_rate_hz", None)
+    return 1.0 / float(rate) if rate else default_s
+
+
 def make_policy(config: RobotConfig) -> Policy:
     section = config.policy
     where = f"{config.path}: policy"

@@ -63,6 +63,7 @@ def run_expert_episode(sim, config: RobotConfig, seed: int, episode_length_s: fl
     """Run one seeded episode of `policy` (default: the scripted expert) through the
     executor's logic; render `cameras` (config name -> MuJoCo camera) at the camera rate."""
     from cosmos_policy_ros.control.execution import ChunkExecutor
+    from cosmos_policy_ros.control.policies import policy_control_period_s
     from cosmos_policy_ros.sim.scripted import ScriptedTransferCubeExpert
 
     sim_cfg = config.sim
@@ -93,7 +94,7 @@ def run_expert_episode(sim, config: RobotConfig, seed: int, episode_length_s: fl
                                       privileged={"object_pose": object_pose})
             output = policy.infer(observation)
             chunk_id += 1
-            period_s = float(getattr(policy, "control_period_s", config.control_period_s))
+            period_s = policy_control_period_s(policy, config.control_period_s)  # a checkpoint's own rate
             chunk = ActionChunk(stamp_ns=t_ns, chunk_id=chunk_id, joint_names=config.joint_names,
                                 positions=np.asarray(output.actions, dtype=np.float64), control_period_s=period_s)
             if executor.submit(chunk, t_ns):

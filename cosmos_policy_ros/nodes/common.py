@@ -30,9 +30,13 @@ class RosLogHandler(logging.Handler):
     def __init__(self, node) -> None:
         super().__init__(logging.INFO)
         self.node = node
+        self.node_name = node.get_name()
 
     def emit(self, record: logging.LogRecord) -> None:
-        text = f"{record.name}: {record.getMessage()}"
+        try:
+            text = f"{record.name}: {record.getMessage()}"
+        except Exception:  # noqa: BLE001 - a malformed record must not break the caller
+            return
         try:
             if not self.node.context.ok():
                 raise RuntimeError("context shut down")
@@ -43,8 +47,8 @@ class RosLogHandler(logging.Handler):
                 logger.warning(text)
             else:
                 logger.info(text)
-        except Exception:  # noqa: BLE001 - logging must never break the caller
-            print(f"[{record.levelname}] [{self.node.get_name()}]: {text}", file=sys.stderr, flush=True)
+        except Exception:  # noqa: BLE001 - the node is gone: never raise into library code
+            print(f"[{record.levelname}] [{self.node_name}]: {text}", file=sys.stderr, flush=True)
 
 
 def forward_package_logging(node) -> RosLogHandler:

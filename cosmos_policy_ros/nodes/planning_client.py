@@ -37,8 +37,8 @@ class PlanningClient:
         from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
         from rclpy.clock import Clock, ClockType
 
+        from cosmos_policy_ros.control.policies import policy_control_period_s
         from cosmos_policy_ros.msg import PlanRequest, PlanResult
-        from cosmos_policy_ros.nodes.policy_node import policy_control_period_s
 
         self.node = node
         self.config = config

@@ -29,7 +29,7 @@ from cosmos_policy_ros.control.images import (
     image_message_to_rgb,
 )
 from cosmos_policy_ros.control.observation import ObservationAssembler
-from cosmos_policy_ros.control.policies import make_policy
+from cosmos_policy_ros.control.policies import make_policy, policy_control_period_s
 from cosmos_policy_ros.msg import ActionChunk, EpisodeEvent
 from cosmos_policy_ros.nodes.common import (
     declare_config,
@@ -41,15 +41,6 @@ from cosmos_policy_ros.nodes.common import (
 )
 from cosmos_policy_ros.nodes.messages import chunk_to_msg, stamp_to_ns
 from cosmos_policy_ros.types import ActionChunk as Chunk
-
-
-def policy_control_period_s(policy, default_s: float) -> float:
-    """A chunk's step period is the policy's (a checkpoint's control rate), else the robot's."""
-    period = getattr(policy, "control_period_s", None)
-    if period:
-        return float(period)
-    rate = getattr(getattr(policy, "config", None), "control_rate_hz", None)
-    return 1.0 / float(rate) if rate else default_s
 
 
 class PolicyNode(Node):
