@@ -288,22 +288,29 @@ def test_sigkill_then_recover(tmp_path, typestore):
     assert sorted(p.name for p in bag.iterdir()) == ['episode.yaml', 'killed.mcap', 'metadata.yaml']
 
 
-def test_recover_torn_tail(tmp_path, typestore):
-    """A file cut at any byte recovers to the messages of its complete chunks."""
+def _unclosed_mcap_bytes(tmp_path, typestore, count):
+    """An episode's MCAP file as a SIGKILL would leave it (no summary, no footer): ``count``
+    numbered commands written in small batches, so in several chunks."""
     recorder = EpisodeRecorder(tmp_path / 'src', typestore=typestore, flush_max_messages=4)
     bag = recorder.start_episode('ep')
     F = typestore.types['std_msgs/msg/Float64MultiArray']
     L = typestore.types['std_msgs/msg/MultiArrayLayout']
-    for i in range(40):
+    for i in range(count):
         data = typestore.serialize_cdr(F(layout=L(dim=[], data_offset=0), data=np.full(3, float(i))),
                                        'std_msgs/msg/Float64MultiArray')
         recorder.write('executed_command', 'std_msgs/msg/Float64MultiArray', data, 10**9 + i)
-        time.sleep(0.002)  # small batches -> several chunks
+        time.sleep(0.002)
     deadline = time.monotonic() + 10
-    while recorder.stats().written < 40 and time.monotonic() < deadline:
+    while recorder.stats().written < count and time.monotonic() < deadline:
         time.sleep(0.01)
-    raw = (bag / 'ep.mcap').read_bytes()  # as a SIGKILL would leave it: no summary, no footer
+    raw = (bag / 'ep.mcap').read_bytes()
     recorder.close()
+    return raw
+
+
+def test_recover_torn_tail(tmp_path, typestore):
+    """A file cut at any byte recovers to the messages of its complete chunks."""
+    raw = _unclosed_mcap_bytes(tmp_path, typestore, 40)
     counts = []
     for cut in (len(raw), len(raw) - 7, len(raw) * 2 // 3, len(raw) // 3):
         torn = tmp_path / f'cut{cut}' / 'ep'
@@ -321,20 +328,7 @@ def test_recover_command_on_a_truncated_bag(tmp_path, typestore, capsys):
     """`cosmos-policy-ros recover BAG` turns a cut file into a readable bag; a closed bag is left alone."""
     from cosmos_policy_ros.cli import main
 
-    recorder = EpisodeRecorder(tmp_path / 'src', typestore=typestore, flush_max_messages=4)
-    bag = recorder.start_episode('ep')
-    F = typestore.types['std_msgs/msg/Float64MultiArray']
-    L = typestore.types['std_msgs/msg/MultiArrayLayout']
-    for i in range(20):
-        data = typestore.serialize_cdr(F(layout=L(dim=[], data_offset=0), data=np.full(3, float(i))),
-                                       'std_msgs/msg/Float64MultiArray')
-        recorder.write('executed_command', 'std_msgs/msg/Float64MultiArray', data, 10**9 + i)
-        time.sleep(0.002)
-    deadline = time.monotonic() + 10
-    while recorder.stats().written < 20 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    raw = (bag / 'ep.mcap').read_bytes()
-    recorder.close()
+    raw = _unclosed_mcap_bytes(tmp_path, typestore, 20)
     torn = tmp_path / 'torn' / 'ep'
     torn.mkdir(parents=True)
     (torn / 'ep.mcap').write_bytes(raw[:len(raw) * 2 // 3])
