@@ -51,7 +51,7 @@ class ExecutionSettings:
 
     blend_ticks: int = setting(5, _non_negative, "an integer >= 0")
     # Refuse chunks computed from older observations (must exceed planning.deadline_s).
-    max_chunk_age_s: float = setting(6.0, _positive, "seconds > 0")
+    max_chunk_age_s: float = setting(2.0, _positive, "seconds > 0")
     max_future_s: float = setting(0.05, _non_negative, "seconds >= 0")
     start_enabled: bool = True
     keep_command_on_resync: tuple[str, ...] = ()
