@@ -13,6 +13,7 @@ import yaml
 from cosmos_policy_ros.config.errors import ConfigError, resolve_config_path
 from cosmos_policy_ros.config.sections import (
     EXECUTED_COMMAND_TOPIC,
+    GRIPPER_UNITS,
     ExecutionSettings,
     LimitsSettings,
     ObservationSettings,
@@ -31,7 +32,6 @@ ARM_KEYS = ("joint_state_topic", "command_namespace", "joints", "gripper")
 CAMERA_KEYS = ("topic", "required")
 
 
-GRIPPER_UNITS = ("normalized", "finger_m", "motor_rad")
 
 # Follower gripper calibrations, selected with `arms.<arm>.gripper.preset` in the robot YAML
 # (fields given beside the preset override it). Normalized opening: 0 closed, 1 open.

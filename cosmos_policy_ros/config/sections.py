@@ -3,6 +3,7 @@ check in one place (see config/aloha.yaml for what each key means), and the topi
 package's own nodes exchange."""
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -57,26 +58,31 @@ class ExecutionSettings:
     keep_command_on_resync: tuple[str, ...] = ()
 
 
+GripperUnit = Literal["normalized", "finger_m", "motor_rad"]
+GRIPPER_UNITS = typing.get_args(GripperUnit)
+
+
 @dataclass(frozen=True)
 class OutputSettings:
     """``output:`` how commands reach the arm controllers."""
 
     adapter: Literal["position", "trajectory", "interbotix"] = "position"
-    gripper_unit: Literal["normalized", "finger_m", "motor_rad"] = "normalized"
+    gripper_unit: GripperUnit = "normalized"
     # interbotix: set the grippers' current_based_position mode at start-up through the driver's
     # set_operating_modes service ("set"), or trust it was set ("assume").
     interbotix_gripper_mode: Literal["set", "assume"] = "set"
     interbotix_service_timeout_s: float = setting(10.0, _positive, "seconds > 0")
 
 
-POLICY_TYPES = ("scripted_transfer_cube", "replay", "cosmos")
+PolicyType = Literal["scripted_transfer_cube", "replay", "cosmos"]
+POLICY_TYPES = typing.get_args(PolicyType)
 
 
 @dataclass(frozen=True)
 class PolicySettings:
     """``policy:`` which policy the policy node runs and when it asks for the next chunk."""
 
-    type: Literal["scripted_transfer_cube", "replay", "cosmos"] = "scripted_transfer_cube"
+    type: PolicyType = "scripted_transfer_cube"
     checkpoint: str = ""  # cosmos: checkpoint folder ("" = the shipped default)
     backend: Literal["torch", "onnx"] = "torch"
     decode_future_images: bool = False
@@ -90,8 +96,10 @@ class PolicySettings:
     trigger_margin_s: float = setting(0.1, _non_negative, "seconds >= 0")
 
 
-PLANNING_AGGREGATIONS = ("majority_mean", "mean", "lcb", "success_vote")
-ENSEMBLE_STEPS = ("linspace", "full")
+Aggregation = Literal["majority_mean", "mean", "lcb", "success_vote"]
+PLANNING_AGGREGATIONS = typing.get_args(Aggregation)
+EnsembleSteps = Literal["linspace", "full"]
+ENSEMBLE_STEPS = typing.get_args(EnsembleSteps)
 # The official ensemble threshold: a value prediction above it counts as "predicts success".
 DEFAULT_SUCCESS_THRESHOLD = 0.05
 
@@ -117,7 +125,7 @@ class PlanningSettings:
     checkpoint: str = ""
     num_future_samples: int = setting(3, _positive, "an integer >= 1")
     num_value_samples: int = setting(5, _positive, "an integer >= 1")
-    aggregation: Literal["majority_mean", "mean", "lcb", "success_vote"] = "majority_mean"
+    aggregation: Aggregation = "majority_mean"
     success_threshold: float = setting(DEFAULT_SUCCESS_THRESHOLD, lambda v: 0 <= v < 1, "a value in [0, 1)")
     search_depth: int = setting(1, lambda v: v == 1, "1 (depth > 1 search is not implemented yet)")
     num_steps: dict[str, int] = setting({}, _num_steps_ok, "a mapping with world_model / value step counts "
@@ -127,7 +135,7 @@ class PlanningSettings:
                                "an integer >= 0 or null (the planning checkpoint's seed; converted ALOHA: 195)")
     # Ensemble member step counts: "linspace" as the official ALOHA planner (world model 1, 3, 5;
     # value 1..5 steps), "full": every member at the checkpoint's count.
-    ensemble_steps: Literal["linspace", "full"] = "linspace"
+    ensemble_steps: EnsembleSteps = "linspace"
     compile: Literal["auto", "true", "false"] | bool = "auto"  # torch.compile the planning model's denoiser
     # One planning model replica per device; candidates are split across them (empty: the default device).
     devices: tuple[str, ...] = setting((), lambda d: all(_is_device(x) for x in d) and len(set(d)) == len(d),

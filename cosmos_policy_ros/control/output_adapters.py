@@ -24,8 +24,6 @@ import numpy as np
 
 from cosmos_policy_ros.config import ArmConfig, ConfigError, RobotConfig
 
-ADAPTERS = ("position", "trajectory", "interbotix")
-
 # The Interbotix operating mode in which JointSingleCommand.cmd is a motor position in radians.
 INTERBOTIX_GRIPPER_MODE = "current_based_position"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cosmos_policy_ros.config import POLICY_TYPES, ConfigError, RobotConfig  # noqa: F401 (re-export)
+from cosmos_policy_ros.config import ConfigError, RobotConfig
 from cosmos_policy_ros.types import Policy
 
 

@@ -452,7 +452,11 @@ def make_onnx_policy(
     device: where the VAE runs (default as the torch backend: CUDA when available).
     """
     from cosmos_policy_ros.model.checkpoint import CosmosCheckpoint
-    from cosmos_policy_ros.model.cosmos_policy import CosmosPolicy, default_device, default_dtype
+    from cosmos_policy_ros.model.cosmos_policy import (
+        CosmosPolicy,
+        default_device,
+        default_dtype,
+    )
 
     folder = find_or_export(checkpoint, log=log)
     metadata = read_metadata(folder)

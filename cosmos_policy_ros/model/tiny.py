@@ -11,7 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import ALOHA_JOINT_NAMES, PREDICT2_2B_TRANSFORMER_CONFIG, CosmosCheckpoint, PolicyConfig
+from .checkpoint import (
+    ALOHA_JOINT_NAMES,
+    PREDICT2_2B_TRANSFORMER_CONFIG,
+    CosmosCheckpoint,
+    PolicyConfig,
+)
 from .layout import aloha_layout
 from .normalization import NormalizationStats
 from .sampler import SamplerConfig

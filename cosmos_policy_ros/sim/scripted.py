@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cosmos_policy_ros.sim.aloha_sim import PHYSICS_DT_S, _import_gym_aloha
 from cosmos_policy_ros.control.replay import TimeIndexedTrajectoryPolicy
+from cosmos_policy_ros.sim.aloha_sim import PHYSICS_DT_S, _import_gym_aloha
 from cosmos_policy_ros.types import Observation, PolicyOutput
 
 EPISODE_STEPS = 400  # 8 s at 50 Hz, as in the ALOHA sim datasets
