@@ -91,3 +91,43 @@ def test_offline_metrics_and_an_in_process_closed_loop_episode(quick_model):
     results = closed_loop(policy, [100000], episode_length_s=1.0, progress=lambda line: None)
     assert results[0]["seed"] == 100000 and results[0]["max_reward"] >= 0
     assert len(calls) == 1  # a 50-step chunk at 25 Hz covers the whole 1 s episode
+
+
+def test_a_time_budget_fits_the_vae_step_count_and_a_resume_keeps_it(quick_model, tmp_path):
+    """A budget far below what --steps would take: the run measures its rate after 20 steps,
+    stops at the fitted count (reported) and a resumed run keeps that count."""
+    from cosmos_policy_ros.learning.vae import STATE_FILE, train_vae
+
+    root, _, _ = quick_model
+    settings = VaeSettings(image_size=32, base_dim=4, steps=10**6, batch_size=2, held_out_episodes=1)
+    report = train_vae(root / "work" / "demos", tmp_path / "vae", settings=settings, progress=lambda _: None,
+                       time_budget_s=8.0)
+    assert 20 <= report["steps_run"] < 10**6
+    state = torch.load(tmp_path / "vae" / STATE_FILE, weights_only=False)
+    assert state["total_steps"] == state["step"] == report["steps_run"]
+    again = train_vae(root / "work" / "demos", tmp_path / "vae", settings=settings, resume=True,
+                      progress=lambda _: None, time_budget_s=8.0)
+    assert again["steps_run"] == report["steps_run"]
+
+
+def test_a_fitted_policy_run_length_sets_the_schedule_and_survives_a_resume(quick_model, tmp_path):
+    from cosmos_policy_ros.learning.trainer import Trainer, TrainSettings
+    from cosmos_policy_ros.learning.training_data import EpisodeDataset
+    from cosmos_policy_ros.learning.schedule import LinearWarmupDecaySchedule
+    from cosmos_policy_ros.model.checkpoint import CosmosCheckpoint
+
+    root, _, _ = quick_model
+    checkpoint = CosmosCheckpoint.from_pretrained(root / "work" / "initial", device="cpu", dtype=torch.float32)
+    settings = TrainSettings(batch_size=2, augment=False, schedule=LinearWarmupDecaySchedule(10, 20000))
+    dataset = EpisodeDataset(checkpoint.config, [root / "work" / "demos"], task_override="transfer the cube")
+    trainer = Trainer(checkpoint, dataset, settings)
+    assert trainer.precache(progress=lambda _: None) == len(dataset) == len(trainer.latent_cache)
+    assert trainer.fit_total_steps(50) == 50
+    assert trainer.lr_at(50) == pytest.approx(settings.lr * 0.3)  # the decay now ends at the fitted step
+    trainer.train_step()
+    trainer.save(tmp_path / "run")
+    resumed = Trainer(CosmosCheckpoint.from_pretrained(tmp_path / "run", device="cpu", dtype=torch.float32),
+                      dataset, settings)
+    resumed.load_state(tmp_path / "run")
+    assert resumed.total_steps == 50 and resumed.lr_at(50) == pytest.approx(settings.lr * 0.3)
+    dataset.close()

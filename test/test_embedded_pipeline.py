@@ -105,3 +105,25 @@ def test_in_process_demos_match_the_recording_path_in_eval_mode(tmp_path):
     # The expert moved the arms far from the start (a frozen or skipped start would not match).
     assert np.abs(direct.qpos[-1] - direct.qpos[0]).max() > 0.3
     assert np.allclose(graph["final_joint_positions"], direct.qpos[-1], atol=0.05)
+
+
+def test_demos_in_worker_processes_write_the_same_files_in_seed_order(tmp_path):
+    """Each episode depends on its seed alone: two worker processes give the files (and
+    statistics) one process gives, named in seed order, and no staging files are left."""
+    from cosmos_policy_ros.learning.demos import generate_demos
+
+    runs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        generate_demos(out, 3, seed=11, config=ALOHA, episode_length_s=0.6, keep_failures=True,
+                       progress=lambda _: None, cameras=["cam_high"], workers=workers)
+        runs[workers] = out
+        assert sorted(p.name for p in out.iterdir() if p.name.startswith((".", "episode"))) == \
+            [f"episode_{i}.hdf5" for i in range(3)]
+    for i in range(3):
+        one = read_episode(runs[1] / f"episode_{i}.hdf5")
+        two = read_episode(runs[2] / f"episode_{i}.hdf5")
+        assert one.attrs["episode_id"] == two.attrs["episode_id"] == f"aloha_sim_seed{11 + i}"
+        assert np.array_equal(one.qpos, two.qpos) and np.array_equal(one.action, two.action)
+        assert np.array_equal(one.frame("cam_high", 0), two.frame("cam_high", 0))
+    assert (runs[1] / "dataset_statistics.json").read_text() == (runs[2] / "dataset_statistics.json").read_text()

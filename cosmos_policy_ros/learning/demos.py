@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,15 +132,56 @@ def write_episode_hdf5(episode: DemoEpisode, path: Path, config: RobotConfig, ta
                "control_rate_hz": float(rate), "gamma": float(gamma), "value_rule": DEFAULT_VALUE_RULE, "joint_names": list(config.joint_names)})
 
 
+class _ExpertWorker:
+    """Runs seeded expert episodes in one process (one sim) and writes each kept one to a
+    staging file; the caller names the files in seed order."""
+
+    def __init__(self, config: RobotConfig, length_s: float, cameras: dict[str, str], keep_failures: bool,
+                 compression: str | None, staging: Path) -> None:
+        from cosmos_policy_ros.sim.aloha_sim import AlohaSim
+
+        self.config, self.length_s, self.cameras = config, length_s, cameras
+        self.keep_failures, self.compression, self.staging = keep_failures, compression, staging
+        self.sim = AlohaSim(config.sim.task)
+
+    def run(self, seed: int) -> tuple[dict, np.ndarray | None, np.ndarray | None]:
+        episode = run_expert_episode(self.sim, self.config, seed, self.length_s, cameras=self.cameras)
+        summary = {"seed": episode.seed, "episode_id": episode.episode_id, "success": episode.success,
+                   "max_reward": episode.max_reward, "num_steps": len(episode.qpos)}
+        if not (episode.success or self.keep_failures):
+            return summary, None, None
+        write_episode_hdf5(episode, self.staging / f"seed_{seed}.hdf5", self.config, self.config.policy.task,
+                           compression=self.compression)
+        return summary, episode.action, episode.qpos
+
+    def close(self) -> None:
+        self.sim.close()
+
+
+_WORKER: _ExpertWorker | None = None
+
+
+def _start_worker(*args) -> None:
+    global _WORKER
+    _WORKER = _ExpertWorker(*args)
+
+
+def _run_in_worker(seed: int):
+    return _WORKER.run(seed)
+
+
 def generate_demos(out_dir: str | Path, episodes: int, seed: int = 0, config: str | RobotConfig = "aloha",
                    episode_length_s: float | None = None, keep_failures: bool = False,
-                   progress=print, cameras: list[str] | None = None, compression: str | None = None) -> list[dict]:
+                   progress=print, cameras: list[str] | None = None, compression: str | None = None,
+                   workers: int = 1) -> list[dict]:
     """Write `episodes` scripted-expert episodes (seeds seed .. seed + episodes - 1) as
-    out_dir/episode_<i>.hdf5 plus the statistics files; returns one summary per seed."""
-    from cosmos_policy_ros.sim.aloha_sim import AlohaSim
-
+    out_dir/episode_<i>.hdf5 plus the statistics files; returns one summary per seed.
+    ``workers`` > 1 runs episodes in that many processes (one sim each); every episode
+    depends on its seed alone, so the files are the same as with one worker."""
     if episodes <= 0:
         raise ValueError(f"--episodes must be positive, got {episodes}")
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
     config = config if isinstance(config, RobotConfig) else load_config(config)
     if config.dof != 14:
         raise ValueError(f"{config.path}: the transfer-cube expert drives the 14 ALOHA joints, config has {config.dof}")
@@ -146,7 +190,6 @@ def generate_demos(out_dir: str | Path, episodes: int, seed: int = 0, config: st
     if any(out.glob("episode_*.hdf5")):
         raise FileExistsError(f"{out} already holds episode files; use an empty directory")
     length_s = float(episode_length_s or config.sim.episode_length_s)
-    task = config.policy.task
     rendered = dict(config.sim.mujoco_cameras)
     if cameras:
         unknown = [c for c in cameras if c not in rendered]
@@ -154,27 +197,48 @@ def generate_demos(out_dir: str | Path, episodes: int, seed: int = 0, config: st
             raise ValueError(f"--cameras {unknown}: not rendered by the sim (sim.mujoco_cameras in {config.path}: "
                              f"{sorted(rendered)})")
         rendered = {c: rendered[c] for c in cameras}
-    sim = AlohaSim(config.sim.task)
-    summaries, actions, proprio = [], [], []
+    staging = out / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    seeds = list(range(seed, seed + episodes))
+    worker_args = (config, length_s, rendered, keep_failures, compression, staging)
+    results: dict[int, tuple] = {}
     started = time.perf_counter()
-    try:
-        for i in range(episodes):
-            episode = run_expert_episode(sim, config, seed + i, length_s, cameras=rendered)
-            summary = {"seed": episode.seed, "episode_id": episode.episode_id, "success": episode.success,
-                       "max_reward": episode.max_reward, "num_steps": len(episode.qpos)}
-            if episode.success or keep_failures:
-                name = f"episode_{len(actions)}.hdf5"
-                write_episode_hdf5(episode, out / name, config, task, compression=compression)
-                summary["file"] = name
-                actions.append(episode.action)
-                proprio.append(episode.qpos)
-            summaries.append(summary)
-            elapsed = time.perf_counter() - started
-            progress(f"[demos] {i + 1}/{episodes} seed {episode.seed}: "
-                     f"{'success' if episode.success else 'failure'} (max reward {episode.max_reward}/4); "
-                     f"{elapsed:.0f} s, ~{elapsed / (i + 1) * (episodes - i - 1):.0f} s left")
-    finally:
-        sim.close()
+
+    def report(result: tuple) -> None:
+        summary = result[0]
+        results[summary["seed"]] = result
+        done = len(results)
+        elapsed = time.perf_counter() - started
+        progress(f"[demos] {done}/{episodes} seed {summary['seed']}: "
+                 f"{'success' if summary['success'] else 'failure'} (max reward {summary['max_reward']}/4); "
+                 f"{elapsed:.0f} s, ~{elapsed / done * (episodes - done):.0f} s left")
+
+    if workers == 1:
+        worker = _ExpertWorker(*worker_args)
+        try:
+            for s in seeds:
+                report(worker.run(s))
+        finally:
+            worker.close()
+    else:
+        # spawn: a forked child would share the parent's OpenGL / MuJoCo state
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, episodes), mp_context=context, initializer=_start_worker,
+                                 initargs=worker_args) as pool:
+            for result in pool.map(_run_in_worker, seeds):
+                report(result)
+    summaries, actions, proprio = [], [], []
+    for s in seeds:
+        summary, action, qpos = results[s]
+        if action is not None:
+            name = f"episode_{len(actions)}.hdf5"
+            (staging / f"seed_{s}.hdf5").rename(out / name)
+            summary["file"] = name
+            actions.append(action)
+            proprio.append(qpos)
+        summaries.append(summary)
+    shutil.rmtree(staging, ignore_errors=True)
     if not actions:
         raise RuntimeError(f"no successful demonstration among seeds {seed}..{seed + episodes - 1}")
     stats = compute_dataset_statistics(actions, proprio)
@@ -198,6 +262,8 @@ def add_demos_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cameras to render and store (default: every camera in sim.mujoco_cameras)")
     parser.add_argument("--compression", choices=("gzip", "lzf"), default=None,
                         help="HDF5 compression of the episode arrays and frames (default: none)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="episodes run in this many processes, one sim each (default 1; same files for any count)")
 
 
 def run_demos(args: argparse.Namespace) -> int:
@@ -205,7 +271,8 @@ def run_demos(args: argparse.Namespace) -> int:
     try:
         summaries = generate_demos(args.out, args.episodes, args.seed, args.config, args.episode_length or None,
                                    args.keep_failures, progress=lambda line: print(line, flush=True),
-                                   cameras=args.cameras, compression=args.compression)
+                                   cameras=args.cameras, compression=args.compression,
+                                   workers=args.workers)
     except (ValueError, FileExistsError, RuntimeError) as exc:
         print(f"[demos] {exc}", file=sys.stderr)
         return 2

@@ -57,6 +57,14 @@ class EmbeddedRecipe:
     lr: float = 3e-4
     warmup_steps: int = 150
 
+    def gpu(self) -> "EmbeddedRecipe":
+        """The profile for one GPU (the shipped weights): more demonstrations, 128 px frames
+        and a larger VAE and transformer. With ``--time-budget`` the VAE and the policy
+        run as many steps as fit (recorded in the output's recipe.json)."""
+        return replace(self, episodes=150, image_size=128, num_layers=8, num_attention_heads=6,
+                       vae=replace(self.vae, base_dim=32, steps=20000, batch_size=32, held_out_episodes=3),
+                       train_steps=60000, batch_size=64, warmup_steps=300)
+
     def quick(self) -> "EmbeddedRecipe":
         """A smoke run: every stage runs, at toy sizes."""
         return replace(self, episodes=3, demo_length_s=3.0, num_layers=1, num_attention_heads=2, attention_head_dim=16,
@@ -102,10 +110,18 @@ def _stage(name: str, done: bool, progress) -> bool:
 
 
 def build_embedded_model(out_dir: str | Path, work_dir: str | Path, recipe: EmbeddedRecipe = EmbeddedRecipe(),
-                         config: str = "aloha", progress=print) -> Path:
+                         config: str = "aloha", progress=print, device: str = "cpu", workers: int = 1,
+                         time_budget_s: float | None = None) -> Path:
+    """Run the stages (see the module docstring). ``time_budget_s``: fit the whole run to
+    this many seconds: after the demonstrations, the VAE gets a third of what is left and
+    the policy the rest (less a margin for writing), each running the steps that fit."""
     from cosmos_policy_ros.learning.demos import generate_demos
 
     started = time.perf_counter()
+
+    def left_s() -> float:
+        return time_budget_s - (time.perf_counter() - started)
+
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     (work / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
@@ -117,13 +133,14 @@ def build_embedded_model(out_dir: str | Path, work_dir: str | Path, recipe: Embe
         shutil.rmtree(demos, ignore_errors=True)
         generate_demos(demos, recipe.episodes, recipe.seed, config, episode_length_s=recipe.demo_length_s,
                        keep_failures=recipe.demo_length_s is not None, cameras=[CAMERA], compression="lzf",
-                       progress=progress)
+                       progress=progress, workers=workers)
     timings["demos_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     if _stage("VAE", (vae_dir / "vae_report.json").exists(), progress):
         train_vae(demos, vae_dir, CAMERA, replace(recipe.vae, image_size=recipe.image_size, seed=recipe.seed),
-                  resume=True, progress=progress)
+                  resume=True, progress=progress, device=device,
+                  time_budget_s=None if time_budget_s is None else max(60.0, left_s() / 3))
     timings["vae_s"] = time.perf_counter() - t
 
     if _stage("initial checkpoint", (init_dir / "cosmos_policy.json").exists(), progress):
@@ -137,7 +154,11 @@ def build_embedded_model(out_dir: str | Path, work_dir: str | Path, recipe: Embe
                    "--batch-size", str(recipe.batch_size), "--lr", str(recipe.lr), "--lr-schedule", "official",
                    "--warmup-steps", str(recipe.warmup_steps), "--decay-steps", str(recipe.train_steps),
                    "--no-augment", "--stats", "dataset", "--task", TASK, "--seed", str(recipe.seed),
-                   "--device", "cpu", "--save-every", "250", "--log-every", "25"]
+                   "--device", device, "--save-every", "250", "--log-every", "25"]
+        if device != "cpu":
+            command.append("--precache")
+        if time_budget_s is not None:
+            command += ["--time-budget", f"{max(60.0, left_s() - 30.0):.0f}"]
         if (trained / "cosmos_policy.json").exists():
             command.append("--resume")
         subprocess.run(command, check=True)
@@ -150,10 +171,20 @@ def build_embedded_model(out_dir: str | Path, work_dir: str | Path, recipe: Embe
     shutil.copytree(trained, out, ignore=shutil.ignore_patterns("*.pt", "training_state*"))
     shutil.copy(vae_dir / "vae_report.json", out / "vae_report.json")
     timings["total_s"] = time.perf_counter() - started
-    (out / "recipe.json").write_text(json.dumps({"recipe": asdict(recipe), "timings_s": timings}, indent=2))
+    (out / "recipe.json").write_text(json.dumps({"recipe": asdict(recipe), "timings_s": timings, "device": device,
+                                                 "steps_run": _steps_run(trained, vae_dir)}, indent=2))
     progress(f"[embedded-model] wrote {out} in {timings['total_s'] / 60:.1f} min "
              f"(demos {timings['demos_s']:.0f} s, VAE {timings['vae_s']:.0f} s, training {timings['train_s']:.0f} s)")
     return out
+
+
+def _steps_run(trained: Path, vae_dir: Path) -> dict:
+    """Steps each training ran (a time-budgeted run fits them to its budget)."""
+    from cosmos_policy_ros.learning.trainer import training_state_path
+
+    vae_report = json.loads((vae_dir / "vae_report.json").read_text())
+    state = torch.load(training_state_path(trained), map_location="cpu", weights_only=False)
+    return {"vae": vae_report.get("steps_run", vae_report["settings"]["steps"]), "policy": int(state["step"])}
 
 
 def add_embedded_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -161,15 +192,25 @@ def add_embedded_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work", default="out/embedded_model", help="stage outputs (resumable; default %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="toy sizes: a smoke run of every stage")
+    parser.add_argument("--profile", choices=("cpu", "gpu"), default="cpu",
+                        help="cpu: the 2-core recipe (64 px, ~75 min); gpu: 150 demos, 128 px, larger VAE and "
+                             "transformer, for one GPU with --device cuda --time-budget")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda: where the VAE and the policy train")
+    parser.add_argument("--workers", type=int, default=1, help="processes generating demonstrations")
+    parser.add_argument("--time-budget", type=float, default=0.0, metavar="S",
+                        help="fit the whole run to S seconds (the VAE and policy step counts follow)")
     parser.add_argument("--train-steps", type=int, default=0, help="override the recipe's training steps")
     parser.add_argument("--config", default="aloha", help="robot YAML the sim runs with")
 
 
 def run_embedded_model(args: argparse.Namespace) -> int:
     recipe = EmbeddedRecipe(seed=args.seed)
+    if args.profile == "gpu":
+        recipe = recipe.gpu()
     if args.quick:
         recipe = recipe.quick()
     if args.train_steps:
         recipe = replace(recipe, train_steps=args.train_steps)
-    build_embedded_model(args.out, args.work, recipe, args.config, progress=lambda line: print(line, flush=True))
+    build_embedded_model(args.out, args.work, recipe, args.config, progress=lambda line: print(line, flush=True),
+                         device=args.device, workers=args.workers, time_budget_s=args.time_budget or None)
     return 0

@@ -45,8 +45,9 @@ import math
 import os
 import shutil
 import sys
+import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -230,6 +231,7 @@ class Trainer:
         self.latent_cache = {} if latent_cache is None else latent_cache
         self._video_latents: dict[bytes, torch.Tensor] = {}  # video content digest -> latents
         self.step = 0
+        self.total_steps: int | None = None  # set by fit_total_steps (a time-budgeted run)
 
         self.vae = checkpoint.vae.to(self.device).eval().requires_grad_(False)
         self.temporal_factor = 2 ** sum(self.vae.config.temperal_downsample)
@@ -318,11 +320,23 @@ class Trainer:
             frames.extend([frame] * self.temporal_factor)
         return torch.from_numpy(np.stack(frames)).permute(3, 0, 1, 2)
 
+    def _video_digest(self, sample: TrainingSample) -> bytes:
+        """Content hash of ``_raw_video(sample)``: the slot images in slot order (the
+        placeholders are black, the image size fixed), without building the video."""
+        digest = hashlib.blake2b(digest_size=16)
+        for slot in self.layout.slots[1:]:
+            if slot.kind == "image":
+                digest.update((sample.future_images if slot.future else sample.images)[slot.camera].tobytes())
+            else:
+                digest.update(b"-")
+        return digest.digest()
+
     def _cached(self, variant: int) -> bool:
         return variant == NO_AUGMENTATION or self.settings.augment_variants > 0
 
     @torch.no_grad()
-    def encode(self, indices: Sequence[int], variants: Sequence[int] | None = None, micro_batch: int = 4) -> torch.Tensor:
+    def encode(self, indices: Sequence[int], variants: Sequence[int] | None = None,
+               micro_batch: int | None = None) -> torch.Tensor:
         """Normalized VAE latents ``[B, 16, T, h, w]`` of the samples' images (placeholders
         black). ``variants``: augmentation draw per sample (default: none). Un-augmented
         and K-variant encodings are cached (the VAE is frozen and deterministic, posterior
@@ -336,14 +350,15 @@ class Trainer:
         # frames) share one encoding: the VAE is deterministic (posterior mode).
         videos = {}
         for i, v, key in todo:
-            video = self._raw_video(self._augmented(i, v))
-            digest = hashlib.blake2b(video.numpy().tobytes(), digest_size=16).digest()
-            videos[key] = (video, digest)
+            sample = self._augmented(i, v)
+            videos[key] = (sample, self._video_digest(sample))
         pending = [d for d in dict.fromkeys(d for _, d in videos.values()) if d not in self._video_latents]
-        by_digest = {d: video for video, d in videos.values()}
+        by_digest = {d: sample for sample, d in videos.values()}
+        micro_batch = micro_batch or (64 if self.device.type == "cuda" else 4)
         for start in range(0, len(pending), micro_batch):
             part = pending[start : start + micro_batch]
-            pixels = torch.stack([by_digest[d] for d in part]).to(self.device).float() / 127.5 - 1.0
+            video = torch.stack([self._raw_video(by_digest[d]) for d in part])
+            pixels = video.to(self.device).float() / 127.5 - 1.0
             latents = self.vae.encode(pixels).latent_dist.mode().float().cpu()
             latents = (latents - self._latents_mean) / self._latents_std
             self._video_latents.update(zip(part, latents))
@@ -356,6 +371,29 @@ class Trainer:
         if self.settings.augment_variants == 0 and self.settings.augment:
             self._video_latents.clear()  # fresh draws never repeat: keep nothing
         return torch.stack([self.latent_cache[k] if k in self.latent_cache else fresh[k] for k in keys])
+
+    def precache(self, progress=print, group: int = 512) -> int:
+        """Encode every sample's un-augmented images into the latent cache now (what the
+        first epoch would do step by step), so later steps run at their steady rate.
+        Returns the number of samples encoded; 0 when training draws augmented images."""
+        if self.settings.augment and not self.settings.augment_variants:
+            return 0
+        variant = NO_AUGMENTATION if not self.settings.augment else None
+        todo = [i for i in range(len(self.dataset))
+                if variant is None or (*self.dataset.key(i), variant) not in self.latent_cache]
+        started = time.perf_counter()
+        for start in range(0, len(todo), group):
+            part = todo[start : start + group]
+            if variant is None:  # K cached augmentation draws: every draw of every sample
+                for v in range(self.settings.augment_variants):
+                    self.encode(part, [v] * len(part))
+            else:
+                self.encode(part)
+            done = min(start + group, len(todo))
+            if done == len(todo) or start // group % 10 == 9:
+                progress(f"[train] latent cache: {done}/{len(todo)} samples encoded "
+                         f"({time.perf_counter() - started:.0f} s)")
+        return len(todo)
 
     def clean_latents(
         self, indices: Sequence[int], variants: Sequence[int] | None = None
@@ -449,6 +487,16 @@ class Trainer:
             nonfinite_grads=nonfinite,
         )
 
+    def fit_total_steps(self, total: int) -> int:
+        """Fix the run's length at ``total`` optimizer steps (a time-budgeted run); the
+        schedule's decay then ends there. Kept in the training state for a resumed run."""
+        self.total_steps = int(total)
+        schedule = self.settings.schedule
+        if schedule is not None:
+            decay = max(self.total_steps, schedule.warmup_steps + 1)
+            self.settings = replace(self.settings, schedule=replace(schedule, decay_steps=decay))
+        return self.total_steps
+
     @torch.no_grad()
     def eval_losses(
         self, indices: Sequence[int], sigmas: Sequence[float] = (0.5, 2.0, 8.0, 32.0), seed: int = 1234
@@ -498,6 +546,7 @@ class Trainer:
         state = {
             "format": STATE_FORMAT,
             "step": self.step,
+            "total_steps": self.total_steps,
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "settings": asdict(self.settings),
@@ -517,6 +566,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.step = int(state["step"])
+        if state.get("total_steps"):
+            self.fit_total_steps(int(state["total_steps"]))
         saved = state["settings"]
         saved_batch = (saved["batch_size"] * state["world_size"], saved["grad_accum"])
         batch = (self.settings.batch_size * self.world_size, self.settings.grad_accum)

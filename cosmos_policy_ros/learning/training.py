@@ -108,6 +108,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of sample order, objectives and noise (default 0)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its saved training state")
     parser.add_argument("--device", default="", help="cpu | cuda (default: cuda when available)")
+    parser.add_argument("--precache", action="store_true",
+                        help="encode every sample's images into the latent cache before the first step")
+    parser.add_argument("--time-budget", type=float, default=0.0, metavar="S",
+                        help="fit the run to S seconds from start-up: latents are precached, the rate of the "
+                             "next 20 steps sets the step count (at most --steps) and the schedule's decay "
+                             "ends there; a resumed run keeps that count")
     parser.add_argument("--task", default="", help="use this task's T5 embedding for every episode")
     parser.add_argument("--stats", choices=("checkpoint", "dataset"), default="checkpoint",
                         help="normalization statistics: keep the checkpoint's (default) or use the first --data/--rollouts "
@@ -164,7 +170,10 @@ def _schedule(args: argparse.Namespace) -> LinearWarmupDecaySchedule | None:
 
 
 def _train(args: argparse.Namespace, device: torch.device, rank: int, world_size: int) -> int:
+    launched = time.perf_counter()
     out = Path(args.out)
+    if args.time_budget and world_size > 1:
+        raise TrainingDataError("--time-budget fits one process's step count; run it without torchrun")
     main_process = rank == 0
     if args.steps < 1 or args.batch_size < 1 or args.grad_accum < 1:
         raise TrainingDataError(f"--steps, --batch-size and --grad-accum must be >= 1 (got {args.steps}, "
@@ -202,28 +211,43 @@ def _train(args: argparse.Namespace, device: torch.device, rank: int, world_size
               f"episodes at {checkpoint.config.control_rate_hz:g} Hz, chunk {checkpoint.config.chunk_size}; "
               f"{world_size} process(es) x batch {args.batch_size} x accumulation {args.grad_accum} on {device}; "
               f"steps {trainer.step} -> {args.steps}; writing {out}", flush=True)
-    if trainer.step >= args.steps:
+    target = trainer.total_steps or args.steps
+    if trainer.step >= target:
         if main_process:
-            print(f"[train] already at step {trainer.step} >= --steps {args.steps}; nothing to do")
+            print(f"[train] already at step {trainer.step} >= {target} steps; nothing to do")
         return 0
+    if args.precache or args.time_budget:
+        trainer.precache(progress=print if main_process else (lambda _: None))
+    fitting = bool(args.time_budget) and trainer.total_steps is None
     log_path = out / LOG_FILE
     window = {m: [0.0, 0.0, 0] for m in MODES}
     started, window_start = time.perf_counter(), trainer.step
-    bar = tqdm(total=args.steps, initial=trainer.step, desc="train", unit="step", disable=not main_process)
-    for _ in range(trainer.step, args.steps):
+    fit_from = (trainer.step, started)
+    bar = tqdm(total=target, initial=trainer.step, desc="train", unit="step", disable=not main_process or not sys.stderr.isatty())
+    while trainer.step < target:
         result = trainer.train_step()
         bar.update(1)
+        if fitting and result.step - fit_from[0] == 20:
+            fitting = False
+            now = time.perf_counter()
+            rate = 20 / (now - fit_from[1])
+            left = args.time_budget - (now - launched) - 15.0  # the final save
+            target = trainer.fit_total_steps(max(result.step, min(args.steps, int(result.step + rate * left))))
+            bar.total = target
+            if main_process:
+                tqdm.write(f"[train] {rate:.2f} steps/s: {target} steps fit the {args.time_budget:.0f} s budget "
+                           f"(schedule decay ends at step {target})")
         for m, (s, c) in result.objective_sums.items():
             window[m][0] += s
             window[m][1] += c
             window[m][2] += int(c > 0)
         bar.set_postfix(loss=f"{result.loss:.4f}")
-        last = result.step == args.steps
+        last = result.step == target
         if main_process and (result.step % max(args.log_every, 1) == 0 or last):
             losses = {m: w[0] / w[1] for m, w in window.items() if w[1] > 0}
             counts = {m: w[2] for m, w in window.items()}
             rate = (result.step - window_start) / max(time.perf_counter() - started, 1e-9)
-            tqdm.write(f"[train] step {result.step}/{args.steps}  loss {result.loss:.4f}  "
+            tqdm.write(f"[train] step {result.step}/{target}  loss {result.loss:.4f}  "
                        f"{_format_losses(losses, counts)}  lr {result.lr:.2e}  {rate:.2f} steps/s")
             out.mkdir(parents=True, exist_ok=True)
             with log_path.open("a") as log:

@@ -188,6 +188,9 @@ class EpisodeDataset:
                     episode.task = task_override or episode.task or config.default_task
                     self.episodes.append(episode)
         self._index = [(e, t) for e, ep in enumerate(self.episodes) for t in range(ep.num_steps)]
+        self._frames: dict[tuple, np.ndarray] = {}  # preprocessed frames, oldest first
+
+    FRAME_CACHE_SIZE = 4096  # preprocessed frames kept (200 MB at 128 px)
 
     def __len__(self) -> int:
         return len(self._index)
@@ -217,9 +220,20 @@ class EpisodeDataset:
                 (("demo", demo), ("success", success), ("failure", failure))}
 
     def _image(self, episode: _Episode, camera: str, step: int, center_crop: bool) -> np.ndarray:
-        raw = episode.file.frame(camera, int(episode.image_frames[step]))
-        cfg = self.config
-        return preprocess_image(raw, cfg.image_size, cfg.center_crop_area if center_crop else None, cfg.jpeg_quality)
+        # Cameras slower than the control rate hold frames, and each frame is a sample's
+        # current and a later sample's future image: decode and resize each once.
+        key = (id(episode), camera, int(episode.image_frames[step]), center_crop)
+        image = self._frames.get(key)
+        if image is None:
+            raw = episode.file.frame(camera, key[2])
+            cfg = self.config
+            image = preprocess_image(raw, cfg.image_size, cfg.center_crop_area if center_crop else None,
+                                     cfg.jpeg_quality)
+            image.setflags(write=False)
+            if len(self._frames) >= self.FRAME_CACHE_SIZE:
+                self._frames.pop(next(iter(self._frames)))
+            self._frames[key] = image
+        return image
 
     def sample(self, i: int, with_images: bool = True, center_crop: bool = True) -> TrainingSample:
         """Sample ``i``; ``center_crop=False`` leaves images at the model's size uncropped

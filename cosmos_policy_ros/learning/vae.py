@@ -83,12 +83,17 @@ def clips(frames: np.ndarray) -> torch.Tensor:
     return torch.stack([black] + [x] * TEMPORAL_FACTOR, dim=2)
 
 
+def _device_of(vae) -> torch.device:
+    parameters = getattr(vae, "parameters", None)
+    return next(parameters()).device if parameters else torch.device("cpu")
+
+
 def psnr(vae, frames: np.ndarray, batch: int = 32) -> float:
     """Mean PSNR (dB, pixels in [0, 255]) of the image latent frame's reconstruction."""
     errors = []
     with torch.no_grad():
         for i in range(0, len(frames), batch):
-            x = clips(frames[i:i + batch])
+            x = clips(frames[i:i + batch]).to(_device_of(vae))
             rec = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
             mse = ((rec[:, :, 1:] - x[:, :, 1:]) * 127.5).pow(2).mean(dim=(1, 2, 3, 4))
             errors.append(mse)
@@ -108,14 +113,20 @@ def latent_statistics(vae, frames: np.ndarray, batch: int = 64) -> tuple[list[fl
     latents = []
     with torch.no_grad():
         for i in range(0, len(frames), batch):
-            latents.append(vae.encode(clips(frames[i:i + batch])).latent_dist.mode())
+            latents.append(vae.encode(clips(frames[i:i + batch]).to(_device_of(vae))).latent_dist.mode().cpu())
     z = torch.cat(latents).transpose(0, 1).reshape(vae.config.z_dim, -1)
     return z.mean(dim=1).tolist(), z.std(dim=1).clamp_min(1e-3).tolist()
 
 
 def train_vae(data_dir: str | Path, out_dir: str | Path, camera: str = "cam_high",
-              settings: VaeSettings = VaeSettings(), resume: bool = False, progress=print) -> dict:
-    """Train, write the VAE (diffusers folder) into ``out_dir``, return the report."""
+              settings: VaeSettings = VaeSettings(), resume: bool = False, progress=print,
+              device: str | torch.device = "cpu", time_budget_s: float | None = None) -> dict:
+    """Train, write the VAE (diffusers folder) into ``out_dir``, return the report.
+
+    ``time_budget_s``: fit the run to this many seconds (frame loading included): after
+    20 steps the measured rate sets the step count (at most ``settings.steps``), and the
+    learning-rate schedule runs over that count. The count is kept for a resumed run and
+    reported (``steps_run``)."""
     torch.manual_seed(settings.seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -123,25 +134,30 @@ def train_vae(data_dir: str | Path, out_dir: str | Path, camera: str = "cam_high
     train, held_out = load_frames(data_dir, camera, settings)
     progress(f"[train-vae] {len(train)} training frames, {len(held_out)} held-out frames of {camera} "
              f"at {settings.image_size} px ({time.perf_counter() - started:.0f} s)")
-    vae = build_vae(settings)
+    device = torch.device(device)
+    vae = build_vae(settings).to(device)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.lr, weight_decay=0.0)
-    step = 0
+    step, total = 0, settings.steps
+    fitted = time_budget_s is None
     state_path = out / STATE_FILE
     if resume and state_path.exists():
-        state = torch.load(state_path, weights_only=False)
+        state = torch.load(state_path, map_location=device, weights_only=False)
         vae.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
-        progress(f"[train-vae] resumed at step {step}")
-    mean_frame = torch.from_numpy(train.astype(np.float32).mean(axis=0) / 127.5 - 1.0).permute(2, 0, 1)
+        total = int(state.get("total_steps", settings.steps))
+        fitted = fitted or "total_steps" in state
+        progress(f"[train-vae] resumed at step {step} of {total}")
+    mean_frame = torch.from_numpy(train.astype(np.float32).mean(axis=0) / 127.5 - 1.0).permute(2, 0, 1).to(device)
     rng = np.random.default_rng(settings.seed + step)
     vae.train()
     last_log = time.perf_counter()
-    while step < settings.steps:
-        lr = settings.lr * min(1.0, (step + 1) / 20) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / settings.steps)))
+    fit_from = (step, time.perf_counter())
+    while step < total:
+        lr = settings.lr * min(1.0, (step + 1) / 20) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total)))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x = clips(train[rng.integers(0, len(train), settings.batch_size)])
+        x = clips(train[rng.integers(0, len(train), settings.batch_size)]).to(device, non_blocking=True)
         posterior = vae.encode(x).latent_dist
         rec = vae.decode(posterior.sample()).sample
         weight = 1.0 + settings.foreground_weight * (x - mean_frame[None, :, None]).abs().mean(dim=1, keepdim=True)
@@ -151,21 +167,30 @@ def train_vae(data_dir: str | Path, out_dir: str | Path, camera: str = "cam_high
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         optimizer.step()
         step += 1
-        if step % 25 == 0 or step == settings.steps or time.perf_counter() - last_log > 60:
+        if not fitted and step - fit_from[0] == 20:
+            fitted = True
+            now = time.perf_counter()
+            rate = 20 / (now - fit_from[1])
+            # ~10 % of the budget is left for the latent statistics, the PSNR and saving
+            total = max(step, min(settings.steps, int(step + rate * (0.9 * time_budget_s - (now - started)))))
+            progress(f"[train-vae] {rate:.1f} steps/s: {total} steps fit the {time_budget_s:.0f} s budget")
+        if step % 25 == 0 or step == total or time.perf_counter() - last_log > 60:
             last_log = time.perf_counter()
             elapsed = time.perf_counter() - started
-            progress(f"[train-vae] step {step}/{settings.steps} loss {loss.item():.4f} lr {lr:.2e} "
+            progress(f"[train-vae] step {step}/{total} loss {loss.item():.4f} lr {lr:.2e} "
                      f"({elapsed:.0f} s)")
-        if step % 100 == 0 or step == settings.steps:
-            torch.save({"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, state_path)
+        if step % 100 == 0 or step == total:
+            torch.save({"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                        **({"total_steps": total} if fitted else {})}, state_path)
     vae.eval()
     mean, std = latent_statistics(vae, train)
     vae.register_to_config(latents_mean=mean, latents_std=std)
-    vae.save_pretrained(out)
-    report = {"camera": camera, "settings": asdict(settings), "training_frames": int(len(train)),
+    report = {"camera": camera, "settings": asdict(settings), "steps_run": step, "device": str(device),
+              "training_frames": int(len(train)),
               "held_out_frames": int(len(held_out)), "held_out_psnr_db": psnr(vae, held_out),
-              "training_psnr_db": psnr(vae, train[: max(1, len(held_out))]),
-              "seconds": time.perf_counter() - started}
+              "training_psnr_db": psnr(vae, train[: max(1, len(held_out))])}
+    vae.to("cpu").save_pretrained(out)
+    report["seconds"] = time.perf_counter() - started
     (out / "vae_report.json").write_text(json.dumps(report, indent=2))
     progress(f"[train-vae] held-out PSNR {report['held_out_psnr_db']:.1f} dB (training "
              f"{report['training_psnr_db']:.1f} dB); wrote {out} in {report['seconds']:.0f} s")
@@ -185,6 +210,9 @@ def add_train_vae_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--held-out-episodes", type=int, default=defaults.held_out_episodes)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--resume", action="store_true", help="continue from the training state in --out")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (default cpu)")
+    parser.add_argument("--time-budget", type=float, default=0.0, metavar="S",
+                        help="fit the step count (at most --steps) to S seconds, measured after 20 steps")
 
 
 def run_train_vae(args: argparse.Namespace) -> int:
@@ -192,7 +220,8 @@ def run_train_vae(args: argparse.Namespace) -> int:
                            batch_size=args.batch_size, lr=args.lr, held_out_episodes=args.held_out_episodes,
                            seed=args.seed)
     try:
-        train_vae(args.data, args.out, args.camera, settings, resume=args.resume,
+        train_vae(args.data, args.out, args.camera, settings, resume=args.resume, device=args.device,
+                  time_budget_s=args.time_budget or None,
                   progress=lambda line: print(line, flush=True))
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"[train-vae] {exc}", file=__import__("sys").stderr)
