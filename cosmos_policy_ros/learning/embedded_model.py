@@ -44,6 +44,7 @@ class EmbeddedRecipe:
     seed: int = 0
     episodes: int = 60  # demonstrations, seeds seed .. seed + episodes - 1 (held-out eval starts at 100000)
     demo_length_s: float | None = None  # None: the config's sim.episode_length_s (only successes kept)
+    demo_compression: str | None = "lzf"  # None: larger files, ~10x faster frame reads
     image_size: int = 64
     chunk_size: int = 50  # at 25 Hz: 2 s of motion
     control_rate_hz: float = 25.0
@@ -61,9 +62,10 @@ class EmbeddedRecipe:
         """The profile for one GPU (the shipped weights): more demonstrations, 128 px frames
         and a larger VAE and transformer. With ``--time-budget`` the VAE and the policy
         run as many steps as fit (recorded in the output's recipe.json)."""
-        return replace(self, episodes=150, image_size=128, num_layers=8, num_attention_heads=6,
-                       vae=replace(self.vae, base_dim=32, steps=20000, batch_size=32, held_out_episodes=3),
-                       train_steps=60000, batch_size=64, warmup_steps=300)
+        return replace(self, episodes=150, demo_compression=None, image_size=128, num_layers=8,
+                       num_attention_heads=6,
+                       vae=replace(self.vae, steps=20000, batch_size=32, held_out_episodes=3),
+                       train_steps=60000, batch_size=64, warmup_steps=200)
 
     def quick(self) -> "EmbeddedRecipe":
         """A smoke run: every stage runs, at toy sizes."""
@@ -113,7 +115,7 @@ def build_embedded_model(out_dir: str | Path, work_dir: str | Path, recipe: Embe
                          config: str = "aloha", progress=print, device: str = "cpu", workers: int = 1,
                          time_budget_s: float | None = None) -> Path:
     """Run the stages (see the module docstring). ``time_budget_s``: fit the whole run to
-    this many seconds: after the demonstrations, the VAE gets a third of what is left and
+    this many seconds: after the demonstrations, the VAE gets a quarter of what is left and
     the policy the rest (less a margin for writing), each running the steps that fit."""
     from cosmos_policy_ros.learning.demos import generate_demos
 
@@ -132,7 +134,7 @@ def build_embedded_model(out_dir: str | Path, work_dir: str | Path, recipe: Embe
     if _stage("demonstrations", (demos / "dataset_info.json").exists(), progress):
         shutil.rmtree(demos, ignore_errors=True)
         generate_demos(demos, recipe.episodes, recipe.seed, config, episode_length_s=recipe.demo_length_s,
-                       keep_failures=recipe.demo_length_s is not None, cameras=[CAMERA], compression="lzf",
+                       keep_failures=recipe.demo_length_s is not None, cameras=[CAMERA], compression=recipe.demo_compression,
                        progress=progress, workers=workers)
     timings["demos_s"] = time.perf_counter() - t
 
@@ -140,7 +142,7 @@ def build_embedded_model(out_dir: str | Path, work_dir: str | Path, recipe: Embe
     if _stage("VAE", (vae_dir / "vae_report.json").exists(), progress):
         train_vae(demos, vae_dir, CAMERA, replace(recipe.vae, image_size=recipe.image_size, seed=recipe.seed),
                   resume=True, progress=progress, device=device,
-                  time_budget_s=None if time_budget_s is None else max(60.0, left_s() / 3))
+                  time_budget_s=None if time_budget_s is None else max(60.0, left_s() / 4))
     timings["vae_s"] = time.perf_counter() - t
 
     if _stage("initial checkpoint", (init_dir / "cosmos_policy.json").exists(), progress):

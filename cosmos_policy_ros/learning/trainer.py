@@ -400,13 +400,13 @@ class Trainer:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x0 with proprio, action chunk, future proprio and value injected, and the text
         embeddings ``[B, L, D]``."""
-        latents = self.encode(indices, variants)
+        latents = self.encode(indices, variants).to(self.device)  # the injections run where the model does
         samples = [self.dataset.sample(int(i), with_images=False) for i in indices]
         stats, layout = self.stats, self.layout
         batch = len(samples)
 
         def vec(values: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.asarray(values, np.float64).reshape(batch, -1)).float()
+            return torch.from_numpy(np.asarray(values, np.float64).reshape(batch, -1)).float().to(self.device)
 
         if layout.has_kind("proprio"):
             current = np.stack([s.joint_positions for s in samples])
@@ -467,7 +467,9 @@ class Trainer:
                 sums[m, 1] += count.detach().cpu()[sel].double().sum()
             sums[0, 2] += loss.detach().double().cpu()
         grads = [p.grad for p in self.network.parameters() if p.grad is not None]
-        nonfinite = int(sum(int((~torch.isfinite(g)).sum()) for g in grads))
+        # one device sync for the common all-finite case, a count only when needed
+        finite = bool(torch.stack([torch.linalg.vector_norm(g) for g in grads]).isfinite().all()) if grads else True
+        nonfinite = 0 if finite else int(sum(int((~torch.isfinite(g)).sum()) for g in grads))
         if nonfinite:
             for g in grads:
                 torch.nan_to_num_(g, nan=0.0, posinf=0.0, neginf=0.0)

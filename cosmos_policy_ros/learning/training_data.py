@@ -189,6 +189,7 @@ class EpisodeDataset:
                     self.episodes.append(episode)
         self._index = [(e, t) for e, ep in enumerate(self.episodes) for t in range(ep.num_steps)]
         self._frames: dict[tuple, np.ndarray] = {}  # preprocessed frames, oldest first
+        self._last_raw: dict[tuple, tuple] = {}  # per camera: the last decoded frame (episode, raw, preprocessed)
 
     FRAME_CACHE_SIZE = 4096  # preprocessed frames kept (200 MB at 128 px)
 
@@ -226,10 +227,15 @@ class EpisodeDataset:
         image = self._frames.get(key)
         if image is None:
             raw = episode.file.frame(camera, key[2])
-            cfg = self.config
-            image = preprocess_image(raw, cfg.image_size, cfg.center_crop_area if center_crop else None,
-                                     cfg.jpeg_quality)
-            image.setflags(write=False)
+            last = self._last_raw.get((camera, center_crop))
+            if last is not None and last[0] == key[0] and np.array_equal(last[1], raw):
+                image = last[2]  # a held frame: the camera had not refreshed
+            else:
+                cfg = self.config
+                image = preprocess_image(raw, cfg.image_size, cfg.center_crop_area if center_crop else None,
+                                         cfg.jpeg_quality)
+                image.setflags(write=False)
+                self._last_raw[(camera, center_crop)] = (key[0], raw, image)
             if len(self._frames) >= self.FRAME_CACHE_SIZE:
                 self._frames.pop(next(iter(self._frames)))
             self._frames[key] = image

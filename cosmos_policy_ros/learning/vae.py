@@ -158,8 +158,9 @@ def train_vae(data_dir: str | Path, out_dir: str | Path, camera: str = "cam_high
         for group in optimizer.param_groups:
             group["lr"] = lr
         x = clips(train[rng.integers(0, len(train), settings.batch_size)]).to(device, non_blocking=True)
-        posterior = vae.encode(x).latent_dist
-        rec = vae.decode(posterior.sample()).sample
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            posterior = vae.encode(x).latent_dist
+            rec = vae.decode(posterior.sample()).sample.float()
         weight = 1.0 + settings.foreground_weight * (x - mean_frame[None, :, None]).abs().mean(dim=1, keepdim=True)
         loss = (weight * (rec - x).pow(2)).mean() + settings.kl_weight * posterior.kl().mean()
         optimizer.zero_grad(set_to_none=True)
