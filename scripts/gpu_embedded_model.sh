@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Rebuild the embedded Cosmos Policy (`embedded-model --profile gpu`) on one GPU machine that
 # has torch + CUDA but none of the package's other dependencies and no network (this
-# project's lent H100): the wheels it needs travel in .whl/ (and EGL's loader in .gl/, see
-# docs/training.md), demonstrations render with MuJoCo's EGL backend in parallel processes,
+# project's lent H100): the wheels it needs travel in .whl/ (made by scripts/gpu_wheels.sh) and
+# EGL's loader in .gl/ (the device README's apt-get download), demonstrations render with MuJoCo's EGL backend in parallel processes,
 # and the VAE and the policy train on the GPU inside a time budget.
 #
 #   BUDGET=480 OUT=out/gpu_embedded bash scripts/gpu_embedded_model.sh
