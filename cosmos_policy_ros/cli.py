@@ -37,6 +37,11 @@ TOOLS = {
     "collect-rollouts": ("cosmos_policy_ros.learning.rollouts", "add_collect_rollouts_arguments",
                          "run_collect_rollouts",
                          "policy rollouts through the ROS graph, recorded, sim-labelled -> training dataset"),
+    "embedded-planning-model": ("cosmos_policy_ros.learning.planning_model", "add_embedded_planning_model_arguments",
+                                "run_embedded_planning_model",
+                                "rebuild the embedded planning checkpoint: demos + rollouts -> planning fine-tune"),
+    "value-eval": ("cosmos_policy_ros.learning.value_eval", "add_value_eval_arguments", "run_value_eval",
+                   "value AUROC and world-model L1 of planning checkpoints on held-out rollouts"),
 }
 
 
