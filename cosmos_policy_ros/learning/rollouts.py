@@ -69,7 +69,7 @@ def _label_bags(bags_dir: Path, results: list[dict], progress) -> list[Path]:
     return bags
 
 
-def _checkpoint_cameras(checkpoint: str) -> list[str] | None:
+def checkpoint_cameras(checkpoint: str) -> list[str] | None:
     """The cameras the checkpoint sees (the dataset keeps only those); None: every camera."""
     from cosmos_policy_ros.model.checkpoint import CONFIG_FILE, PolicyConfig
 
@@ -121,7 +121,7 @@ def collect_rollouts(checkpoint: str, episodes: int, first_seed: int, out: str |
     bags = _label_bags(bags_dir, results, progress)
 
     robot = load_config(out / "config.yaml")
-    cameras = _checkpoint_cameras(checkpoint)
+    cameras = checkpoint_cameras(checkpoint)
     started = time.perf_counter()
     successes = sum(bool(r["success"]) for r in results)
     info = {"collection": {
