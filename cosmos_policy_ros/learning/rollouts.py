@@ -26,9 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from cosmos_policy_ros.learning.evaluation import HELD_OUT_SEED_START
-
-ROLLOUT_SEED_START = 200_000
+from cosmos_policy_ros.learning.evaluation import HELD_OUT_SEED_START, ROLLOUT_SEED_START
 LOG = "[collect-rollouts]"
 
 
