@@ -438,7 +438,9 @@ def _expand_bag_dirs(paths: Sequence[str]) -> list[Path]:
         if any(path.glob('*.mcap')) or (path / 'metadata.yaml').exists():
             bags.append(path)
         else:
-            inner = sorted(p for p in path.iterdir() if p.is_dir() and any(p.glob('*.mcap')))
+            # episode.yaml without an .mcap: a recorder killed at the start; check_bags reports it.
+            inner = sorted(p for p in path.iterdir()
+                           if p.is_dir() and (any(p.glob('*.mcap')) or (p / 'episode.yaml').exists()))
             if not inner:
                 raise DatasetError(f'{path}: neither a bag directory nor a folder of bag directories')
             bags.extend(inner)
