@@ -219,6 +219,11 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.planning:
         planning_checkpoint = planning_checkpoint or checkpoint
         overrides = planning_overrides(config)
+        from cosmos_policy_ros.model.hub import looks_like_hub_id
+
+        if not Path(planning_checkpoint).is_dir() and not looks_like_hub_id(planning_checkpoint):
+            print(f"[eval] --planning-checkpoint {planning_checkpoint}: not a checkpoint folder", file=sys.stderr)
+            return 2
     elif planning_checkpoint:
         print("[eval] --planning-checkpoint without --planning: planning stays off", file=sys.stderr)
         planning_checkpoint = ""

@@ -54,6 +54,11 @@ class PlanningRecipe:
     warmup_steps: int = 100
     demo_fraction: float = 0.1  # the official planning mix
 
+    @property
+    def effective_warmup_steps(self) -> int:
+        """The warm-up, shortened to a tenth of a run too short for it."""
+        return min(self.warmup_steps, max(1, self.train_steps // 10)) if self.train_steps > 1 else 0
+
     def quick(self) -> PlanningRecipe:
         """A smoke run: every stage runs, at toy sizes."""
         return replace(self, demo_episodes=2, demo_length_s=2.0, rollout_episodes=2, rollout_length_s=1.5,
@@ -126,7 +131,7 @@ def build_planning_model(policy: str | Path, out_dir: str | Path, work_dir: str 
                    "--data", str(demos_dir), "--rollouts", str(rollouts_dir), "--out", str(trained),
                    "--demo-fraction", str(recipe.demo_fraction), "--steps", str(recipe.train_steps),
                    "--batch-size", str(recipe.batch_size), "--lr", str(recipe.lr), "--lr-schedule", "official",
-                   "--warmup-steps", str(recipe.warmup_steps), "--decay-steps", str(recipe.train_steps),
+                   "--warmup-steps", str(recipe.effective_warmup_steps), "--decay-steps", str(recipe.train_steps),
                    "--no-augment", "--task", TASK, "--seed", str(recipe.seed), "--save-every", "250",
                    "--log-every", "25"]
         if device:
@@ -158,6 +163,8 @@ def add_embedded_planning_model_arguments(parser: argparse.ArgumentParser) -> No
     parser.add_argument("--demos", default="", help="demonstration dataset (default: generate into --work)")
     parser.add_argument("--rollouts", default="", help="rollout dataset (default: collect-rollouts into --work)")
     parser.add_argument("--episodes", type=int, default=0, help="rollout episodes to collect (default: recipe's 50)")
+    parser.add_argument("--demo-episodes", type=int, default=0,
+                        help="demonstrations to generate without --demos (default: recipe's 60)")
     parser.add_argument("--action-noise", type=float, default=0.0, metavar="RAD", help="collection action noise")
     parser.add_argument("--cube-range-scale", "--object-range-scale", dest="object_range_scale", type=float,
                         default=1.0, metavar="X", help="collection cube range scale")
@@ -175,6 +182,8 @@ def run_embedded_planning_model(args: argparse.Namespace) -> int:
         recipe = recipe.quick()
     if args.episodes:
         recipe = replace(recipe, rollout_episodes=args.episodes)
+    if args.demo_episodes:
+        recipe = replace(recipe, demo_episodes=args.demo_episodes)
     if args.train_steps:
         recipe = replace(recipe, train_steps=args.train_steps)
     try:
