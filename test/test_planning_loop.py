@@ -12,16 +12,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import REPO
+from test_dataset import write_synthetic_bag
 
 from cosmos_policy_ros.config import ConfigError, load_config
 from cosmos_policy_ros.learning.bags_to_dataset import DatasetError, bags_to_dataset
-from cosmos_policy_ros.learning.evaluation import format_table, summarize, wilson_interval
+from cosmos_policy_ros.learning.evaluation import (
+    format_table,
+    summarize,
+    wilson_interval,
+)
 from cosmos_policy_ros.learning.rollouts import seed_overlap
-from cosmos_policy_ros.learning.value_eval import RolloutPoint, auroc, evaluate_checkpoint, rollout_points
+from cosmos_policy_ros.learning.value_eval import (
+    RolloutPoint,
+    auroc,
+    evaluate_checkpoint,
+    rollout_points,
+)
 from cosmos_policy_ros.recording import EpisodeOutcome, build_typestore
 from cosmos_policy_ros.types import Observation, PolicyOutput
-from conftest import REPO
-from test_dataset import write_synthetic_bag
 
 TINY = REPO / "cosmos_policy_ros" / "checkpoints" / "tiny_cosmos"
 
@@ -89,7 +98,10 @@ class _ZeroPolicy:
 
 
 def test_action_noise_is_one_offset_per_chunk_on_arm_joints_and_absent_when_off():
-    from cosmos_policy_ros.control.action_noise import ChunkOffsetNoise, with_action_noise
+    from cosmos_policy_ros.control.action_noise import (
+        ChunkOffsetNoise,
+        with_action_noise,
+    )
 
     config = load_config("aloha")
     policy = _ZeroPolicy()
@@ -318,7 +330,10 @@ def test_a_bag_the_recorder_left_unlabelled_gets_the_sims_outcome_loudly(collect
 
 
 def test_planning_model_recipe_resumes_and_value_eval_compares_it_with_the_policy(collected, tmp_path):
-    from cosmos_policy_ros.learning.planning_model import PlanningRecipe, build_planning_model
+    from cosmos_policy_ros.learning.planning_model import (
+        PlanningRecipe,
+        build_planning_model,
+    )
     from cosmos_policy_ros.learning.value_eval import value_eval
 
     out, _, _ = collected

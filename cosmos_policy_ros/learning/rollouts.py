@@ -26,7 +26,11 @@ import sys
 import time
 from pathlib import Path
 
-from cosmos_policy_ros.learning.evaluation import HELD_OUT_SEED_START, ROLLOUT_SEED_START
+from cosmos_policy_ros.learning.evaluation import (
+    HELD_OUT_SEED_START,
+    ROLLOUT_SEED_START,
+)
+
 LOG = "[collect-rollouts]"
 
 

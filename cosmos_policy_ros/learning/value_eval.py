@@ -83,7 +83,7 @@ def rollout_points(data_dir: str | Path, camera_names, chunk_size: int, control_
         if episode.success is None or episode.value is None:
             raise EpisodeFormatError(f"{path}: rollout without outcome or /value targets; convert labelled bags "
                                      "with `cosmos-policy-ros bags-to-dataset`")
-        ratio = max(1, int(round(float(episode.control_rate_hz or control_rate_hz) / control_rate_hz)))
+        ratio = max(1, round(float(episode.control_rate_hz or control_rate_hz) / control_rate_hz))
         last = episode.num_steps - 1
         for t in range(0, last, chunk_size * ratio):
             future = min(t + chunk_size * ratio, last)
@@ -144,8 +144,8 @@ def format_table(report: dict) -> str:
     def num(value, fmt=".3f"):
         return "-" if value is None else format(value, fmt)
 
-    rows = [f"{'checkpoint':<10} {'AUROC pts':>9} {'AUROC eps':>9} {'value MAE':>9} {'future L1':>9} "
-            f"{'no-change L1':>12}"]
+    rows = [(f"{'checkpoint':<10} {'AUROC pts':>9} {'AUROC eps':>9} {'value MAE':>9} {'future L1':>9} "
+             f"{'no-change L1':>12}")]
     for name, m in report["checkpoints"].items():
         rows.append(f"{name:<10} {num(m['value_auroc_points']):>9} {num(m['value_auroc_episodes']):>9} "
                     f"{num(m['value_mae']):>9} {num(m['future_proprio_l1']):>9} {num(m['no_change_l1']):>12}")
