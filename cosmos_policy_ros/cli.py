@@ -34,6 +34,8 @@ TOOLS = {
                      "action / world-model L1 on demonstrations and in-process closed-loop episodes"),
     "eval": ("cosmos_policy_ros.learning.evaluation", "add_eval_arguments", "run_eval",
              "success rate over held-out seeds through the ROS graph (eval mode)"),
+    "eval-table": ("cosmos_policy_ros.learning.evaluation", "add_eval_table_arguments", "run_eval_table",
+                   "markdown table of eval.json reports on the same seeds (plain vs planning)"),
     "collect-rollouts": ("cosmos_policy_ros.learning.rollouts", "add_collect_rollouts_arguments",
                          "run_collect_rollouts",
                          "policy rollouts through the ROS graph, recorded, sim-labelled -> training dataset"),

@@ -387,3 +387,21 @@ def test_eval_with_planning_defaults_to_the_policy_checkpoint_and_reports_an_int
     assert summary["success_rate_ci95"] == [0.0, pytest.approx(0.7935, abs=1e-3)]  # Wilson, 0 of 1
     assert "planner ready" in (out / "logs" / "planner_node.log").read_text()
     assert str(TINY) in (out / "logs" / "planner_node.log").read_text()
+
+
+def test_eval_table_compares_reports_on_the_same_seeds_only():
+    from cosmos_policy_ros.learning.evaluation import comparison_table
+
+    def report(successes, seeds=(100000, 100019), planning=None):
+        results = [{"success": i < successes, "max_reward": 4 if i < successes else 1, "mode": "eval"}
+                   for i in range(20)]
+        summary = summarize(results, 1.0, None)
+        if planning:
+            summary["planning"] = {"checkpoint": planning}
+        return {"seeds": list(seeds), "summary": summary}
+
+    table = comparison_table({"plain": report(4), "best of 8": report(9, planning="ckpt_planning")})
+    assert "| plain | - (no planning) | 20 | 4 | 20% | 8%-42% |" in table
+    assert "| best of 8 | ckpt_planning | 20 | 9 | 45% | 26%-66% |" in table
+    with pytest.raises(ValueError, match="different seeds"):
+        comparison_table({"plain": report(4), "other": report(4, seeds=(100020, 100039))})

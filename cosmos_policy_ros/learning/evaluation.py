@@ -258,3 +258,45 @@ def run_eval(args: argparse.Namespace) -> int:
               f"see {out / 'logs' / 'policy_node.log'}", file=sys.stderr)
     print(f"[eval] wrote {out / 'eval.json'} and {out / 'eval.png'} ({plotter})")
     return 0
+
+
+def comparison_table(reports: dict[str, dict]) -> str:
+    """A markdown table of several eval.json reports (name -> report) run on the same seeds;
+    ValueError when their seeds differ (rates on different cube positions do not compare)."""
+    seeds = {name: tuple(report["seeds"]) for name, report in reports.items()}
+    if len(set(seeds.values())) > 1:
+        raise ValueError(f"the evaluations ran on different seeds: {seeds}")
+    rows = ["| policy | planning checkpoint | episodes | successes | success rate | 95 % interval (Wilson) | "
+            "mean max reward |", "|---|---|---:|---:|---:|---:|---:|"]
+    for name, report in reports.items():
+        s = report["summary"]
+        planning = s.get("planning")
+        low, high = s["success_rate_ci95"]
+        rows.append(f"| {name} | {planning['checkpoint'] if planning else '- (no planning)'} | {s['episodes']} | "
+                    f"{s['successes']} | {s['success_rate']:.0%} | {low:.0%}-{high:.0%} | "
+                    f"{s['mean_max_reward']:.2f} / 4 |")
+    first, last = next(iter(seeds.values()))
+    rows.append(f"\nseeds {first}-{last}, eval mode")
+    return "\n".join(rows)
+
+
+def add_eval_table_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("reports", nargs="+", metavar="NAME=EVAL_JSON",
+                        help="eval.json files, each optionally named (plain=out/eval_plain/eval.json)")
+
+
+def run_eval_table(args: argparse.Namespace) -> int:
+    reports = {}
+    for item in args.reports:
+        name, _, path = item.rpartition("=") if "=" in item else (Path(item).parent.name, "", item)
+        try:
+            reports[name] = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as err:
+            print(f"[eval-table] {path}: {err}", file=sys.stderr)
+            return 2
+    try:
+        print(comparison_table(reports))
+    except (ValueError, KeyError) as err:
+        print(f"[eval-table] {err!r}", file=sys.stderr)
+        return 2
+    return 0
