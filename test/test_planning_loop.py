@@ -350,8 +350,12 @@ def test_planning_model_recipe_resumes_and_value_eval_compares_it_with_the_polic
                          device="cpu", progress=lines.append)
     assert sum("skipped" in line for line in lines) == 2, lines  # demos and fine-tune; rollouts were given
 
+    lines.clear()
     report = value_eval({"planning": str(model), "baseline": str(TINY)}, out / "dataset", 2, 2,
                         progress=lines.append)
+    # Evaluated on its own training rollouts here (toy size): said so, not passed off as held out.
+    assert report["not_held_out"] == {"planning": ["aloha_sim_seed200000", "aloha_sim_seed200001"]}
+    assert any("not held out" in line for line in lines)
     planning, baseline = report["checkpoints"]["planning"], report["checkpoints"]["baseline"]
     assert planning["points"] == baseline["points"] == 2
     assert np.isfinite(planning["future_proprio_l1"]) and planning["no_change_l1"] == baseline["no_change_l1"]

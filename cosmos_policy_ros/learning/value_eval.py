@@ -154,6 +154,27 @@ def format_table(report: dict) -> str:
     return "\n".join(rows)
 
 
+def _episode_ids(dataset: Path) -> set[str]:
+    try:
+        info = json.loads((dataset / "dataset_info.json").read_text())
+    except (OSError, ValueError):
+        return set()
+    return {str(e.get("episode_id")) for e in info.get("episodes", [])}
+
+
+def training_overlap(checkpoint: str | Path, rollouts: str | Path) -> list[str]:
+    """Episode ids of ``rollouts`` that the planning checkpoint was fine-tuned on (from the
+    ``recipe.json`` that ``embedded-planning-model`` writes); [] when unknown or disjoint."""
+    try:
+        recipe = json.loads((Path(checkpoint) / "recipe.json").read_text())
+    except (OSError, ValueError):
+        return []
+    trained_on = recipe.get("rollouts") if isinstance(recipe, dict) else None
+    if not trained_on:
+        return []
+    return sorted(_episode_ids(Path(trained_on)) & _episode_ids(Path(rollouts)))
+
+
 def value_eval(checkpoints: dict[str, str], rollouts: str | Path, num_future_samples: int = 3,
                num_value_samples: int = 5, aggregation: str = "majority_mean", seed: int = 0,
                ensemble_steps: str = "linspace", progress=print) -> dict:
@@ -173,6 +194,12 @@ def value_eval(checkpoints: dict[str, str], rollouts: str | Path, num_future_sam
         "num_future_samples": num_future_samples, "num_value_samples": num_value_samples,
         "aggregation": aggregation, "seed": seed, "ensemble_steps": ensemble_steps},
         "checkpoints": {}, "checkpoint_paths": {k: str(v) for k, v in checkpoints.items()}}
+    for name, folder in checkpoints.items():
+        seen = training_overlap(folder, rollouts)
+        if seen:
+            report.setdefault("not_held_out", {})[name] = seen
+            progress(f"{LOG} warning: {name} ({folder}) was fine-tuned on {len(seen)} of these episodes "
+                     f"({', '.join(seen[:3])}{', ...' if len(seen) > 3 else ''}); they are not held out")
     for name, model in models.items():
         progress(f"{LOG} {name}: {checkpoints[name]} on {len(points)} points")
         report["checkpoints"][name] = evaluate_checkpoint(model, points, num_future_samples, num_value_samples,
