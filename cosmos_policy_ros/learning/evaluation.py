@@ -266,8 +266,9 @@ def comparison_table(reports: dict[str, dict]) -> str:
     seeds = {name: tuple(report["seeds"]) for name, report in reports.items()}
     if len(set(seeds.values())) > 1:
         raise ValueError(f"the evaluations ran on different seeds: {seeds}")
-    rows = ["| policy | planning checkpoint | episodes | successes | success rate | 95 % interval (Wilson) | "
-            "mean max reward |", "|---|---|---:|---:|---:|---:|---:|"]
+    header = ("| policy | planning checkpoint | episodes | successes | success rate | 95 % interval (Wilson) | "
+              "mean max reward |")
+    rows = [header, "|---|---|---:|---:|---:|---:|---:|"]
     for name, report in reports.items():
         s = report["summary"]
         planning = s.get("planning")
