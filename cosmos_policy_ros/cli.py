@@ -55,7 +55,8 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default="", help="Cosmos checkpoint folder (policy cosmos)")
     parser.add_argument("--backend", default="", help="torch | onnx (policy cosmos)")
     parser.add_argument("--planning", action="store_true", help="start planner_node and plan best-of-N")
-    parser.add_argument("--planning-checkpoint", default="", help="planning model folder (default: the policy's)")
+    parser.add_argument("--planning-checkpoint", default="", help="planning model folder (default: the config's planning.checkpoint; `eval --planning` "
+                             "defaults to the policy checkpoint)")
     parser.add_argument("--episode-length", type=float, default=0.0, help="sim seconds per episode (default: config)")
     parser.add_argument("--record", default="", help="record rollouts (rosbag2 MCAP) into this folder")
     parser.add_argument("--out", default="out/demo", help="logs and results.json go here")
