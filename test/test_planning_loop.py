@@ -301,6 +301,8 @@ def test_collect_rollouts_labels_every_bag_from_the_sim_and_converts_them(collec
     assert [r["seed"] for r in info["collection"]["results"]] == [200000, 200001]
     config = load_config(out / "config.yaml")
     assert config.collection.action_noise_rad == 0.05 and config.sim.eval_mode
+    sim_results = json.loads((out / "results.json").read_text())
+    assert [r["object_range_scale"] for r in sim_results] == [1.5, 1.5]  # the sim node sampled the wider ranges
     assert "rollout collection: action noise 0.05 rad" in (out / "logs" / "policy_node.log").read_text()
     import h5py
 
