@@ -9,7 +9,7 @@ export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 export ROS_LOCALHOST_ONLY ?= 1
 
-.PHONY: setup demo eval embedded-model test bench msgs sysdeps clean
+.PHONY: setup demo eval embedded-model embedded-planning-model test bench msgs sysdeps clean
 
 setup: $(STAMP) msgs
 
@@ -38,7 +38,9 @@ demo: setup
 	    --eval-mode --seed 100003 --episodes 2 --out out/demo_cosmos; fi
 
 # Success rate over K held-out seeds (from 100000; demos use lower seeds) through the ROS
-# graph in eval mode; table, out/eval/eval.json and eval.png. EVAL_ARGS e.g. --checkpoint DIR.
+# graph in eval mode; table with a 95 % interval, out/eval/eval.json and eval.png. EVAL_ARGS e.g.
+# "--checkpoint DIR", "--checkpoint DIR --planning" (best-of-8 with the policy's own world model
+# + value) or "--checkpoint DIR --planning --planning-checkpoint PLANNING_DIR --out out/eval_planning".
 eval: setup
 	$(VENV)/bin/cosmos-policy-ros eval --config config/aloha.yaml --out out/eval $(EVAL_ARGS)
 
@@ -47,6 +49,18 @@ eval: setup
 embedded-model: setup
 	$(VENV)/bin/cosmos-policy-ros embedded-model --work out/embedded_model \
 	  --out cosmos_policy_ros/checkpoints/aloha_sim_transfer_cube $(EMBEDDED_ARGS)
+
+# Rebuild the embedded planning checkpoint from the embedded policy (issue 11): demonstrations
+# (reused from `make embedded-model`'s work folder when there, else generated) + 50 rollouts of
+# the policy through the ROS graph (seeds 200000-200049, eval mode, recorder on) -> planning
+# fine-tune (world model + value, official mix). Stages resume. PLANNING_ARGS e.g.
+# "--episodes 100 --action-noise 0.05" or "--rollouts DIR" (an existing collect-rollouts dataset).
+PLANNING_CHECKPOINT := cosmos_policy_ros/checkpoints/aloha_sim_transfer_cube_planning
+EMBEDDED_DEMOS := out/embedded_model/demos
+embedded-planning-model: setup
+	$(VENV)/bin/cosmos-policy-ros embedded-planning-model --policy $(EMBEDDED_CHECKPOINT) \
+	  --work out/embedded_planning_model --out $(PLANNING_CHECKPOINT) \
+	  $$(test -f $(EMBEDDED_DEMOS)/dataset_info.json && echo --demos $(EMBEDDED_DEMOS)) $(PLANNING_ARGS)
 
 test: setup
 	$(PY) -m pytest -q test $(PYTEST_ARGS)

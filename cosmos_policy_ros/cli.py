@@ -1,7 +1,7 @@
 """`cosmos-policy-ros` command line: the closed-loop demo and the offline tools.
 
-Subcommands: demo, label, make-tiny-checkpoint, convert-checkpoint, bags-to-dataset,
-train, export-onnx, demos, eval. Each tool module exposes `add_*_arguments(parser)` and `run_*(args)`.
+Subcommands: demo, label, recover, and the tools in TOOLS (checkpoints, datasets, training,
+rollout collection, evaluation). Each tool module exposes `add_*_arguments(parser)` and `run_*(args)`.
 """
 from __future__ import annotations
 
@@ -34,6 +34,16 @@ TOOLS = {
                      "action / world-model L1 on demonstrations and in-process closed-loop episodes"),
     "eval": ("cosmos_policy_ros.learning.evaluation", "add_eval_arguments", "run_eval",
              "success rate over held-out seeds through the ROS graph (eval mode)"),
+    "eval-table": ("cosmos_policy_ros.learning.evaluation", "add_eval_table_arguments", "run_eval_table",
+                   "markdown table of eval.json reports on the same seeds (plain vs planning)"),
+    "collect-rollouts": ("cosmos_policy_ros.learning.rollouts", "add_collect_rollouts_arguments",
+                         "run_collect_rollouts",
+                         "policy rollouts through the ROS graph, recorded, sim-labelled -> training dataset"),
+    "embedded-planning-model": ("cosmos_policy_ros.learning.planning_model", "add_embedded_planning_model_arguments",
+                                "run_embedded_planning_model",
+                                "rebuild the embedded planning checkpoint: demos + rollouts -> planning fine-tune"),
+    "value-eval": ("cosmos_policy_ros.learning.value_eval", "add_value_eval_arguments", "run_value_eval",
+                   "value AUROC and world-model L1 of planning checkpoints on held-out rollouts"),
 }
 
 
@@ -45,7 +55,8 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default="", help="Cosmos checkpoint folder (policy cosmos)")
     parser.add_argument("--backend", default="", help="torch | onnx (policy cosmos)")
     parser.add_argument("--planning", action="store_true", help="start planner_node and plan best-of-N")
-    parser.add_argument("--planning-checkpoint", default="", help="planning model folder (default: the policy's)")
+    parser.add_argument("--planning-checkpoint", default="", help="planning model folder (default: the config's planning.checkpoint; `eval --planning` "
+                             "defaults to the policy checkpoint)")
     parser.add_argument("--episode-length", type=float, default=0.0, help="sim seconds per episode (default: config)")
     parser.add_argument("--record", default="", help="record rollouts (rosbag2 MCAP) into this folder")
     parser.add_argument("--out", default="out/demo", help="logs and results.json go here")
@@ -76,6 +87,32 @@ def write_effective_config(config_path: str, overrides: dict, out: Path) -> Path
     return path
 
 
+class EpisodeProgress:
+    """Prints each episode's outcome as the sim appends it to its results file."""
+
+    def __init__(self, results_file: Path, episodes: int, interval_s: float = 1.0) -> None:
+        self.results_file = results_file
+        self.episodes = episodes
+        self.interval_s = interval_s
+        self.printed = 0
+        self._last = 0.0
+
+    def __call__(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._last < self.interval_s:
+            return
+        self._last = time.monotonic()
+        try:
+            results = json.loads(self.results_file.read_text())
+        except (OSError, ValueError):
+            return
+        for r in results[self.printed:]:
+            if "error" not in r:
+                print(f"[demo] episode {self.printed + 1}/{self.episodes or '?'} seed {r['seed']}: "
+                      f"{'success' if r['success'] else 'failure'} (max reward {r['max_reward']}/4), "
+                      f"wall {r['wall_s']:.1f} s", flush=True)
+            self.printed += 1
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from cosmos_policy_ros.config import load_config
     from cosmos_policy_ros.nodes.launcher import Graph, ros_env, tail
@@ -83,8 +120,11 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     config = load_config(args.config)
-    if getattr(args, "eval_mode", False):
-        config = load_config(write_effective_config(args.config, EVAL_MODE_OVERRIDES, out))
+    # Callers (eval, collect-rollouts) add their own 'section.key' overrides.
+    overrides = dict(EVAL_MODE_OVERRIDES) if getattr(args, "eval_mode", False) else {}
+    overrides.update(getattr(args, "overrides", None) or {})
+    if overrides:
+        config = load_config(write_effective_config(args.config, overrides, out))
     mode = "eval (sim time stops while no chunk runs)" if config.sim.eval_mode else "real time"
     results_file = out / "results.json"
     results_file.unlink(missing_ok=True)
@@ -114,8 +154,9 @@ def run_demo(args: argparse.Namespace) -> int:
         if args.record:
             graph.start("recorder_node", dict(common, use_sim_time=True, output_dir=str(Path(args.record).resolve())))
         graph.start("sim_node", sim_params)
+        progress = EpisodeProgress(results_file, args.episodes)
         try:
-            code = graph.wait("sim_node", timeout)
+            code = graph.wait("sim_node", timeout, poll=progress)
         except RuntimeError as exc:
             print(f"[demo] FAILED: {exc}", file=sys.stderr)
             return 1
@@ -129,6 +170,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"[demo] FAILED: the sim wrote no results; sim log:\n{tail(logs['sim_node'])}", file=sys.stderr)
         return 1
     results = json.loads(results_file.read_text())
+    progress(force=True)
     errors = [r["error"] for r in results if "error" in r]
     if errors:
         print(f"[demo] FAILED: the simulation stopped: {errors[0]}; sim log:\n{tail(logs['sim_node'])}", file=sys.stderr)

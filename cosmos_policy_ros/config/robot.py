@@ -19,6 +19,7 @@ from cosmos_policy_ros.config.sections import (
     ObservationSettings,
     OutputSettings,
     PlanningSettings,
+    CollectionSettings,
     PolicySettings,
     RecordingSettings,
     SimSettings,
@@ -27,7 +28,7 @@ from cosmos_policy_ros.config.validation import _coerce, check_keys, parse_secti
 
 TOP_LEVEL_KEYS = ("robot", "control_rate_hz", "joint_names", "arms", "cameras", "camera_transport",
                   "observation", "limits", "execution", "output", "policy", "planning", "sim", "recording",
-                  "action_topic")
+                  "collection", "action_topic")
 ARM_KEYS = ("joint_state_topic", "command_namespace", "joints", "gripper")
 CAMERA_KEYS = ("topic", "required")
 
@@ -187,6 +188,7 @@ class RobotConfig:
     planning: PlanningSettings
     sim: SimSettings
     recording: RecordingSettings
+    collection: CollectionSettings
     action_topic: str
     raw: dict[str, Any]
 
@@ -197,6 +199,14 @@ class RobotConfig:
     @property
     def control_period_s(self) -> float:
         return 1.0 / self.control_rate_hz
+
+    def data_signature(self) -> dict[str, Any]:
+        """What recorded data means under this config: the robot, the joint order and each
+        gripper's finger range (the normalized opening depends on it). The recorder stores
+        it in every bag; the converter refuses bags whose signature differs from its own."""
+        grippers = {arm.gripper.joint: [arm.gripper.finger_closed_m, arm.gripper.finger_open_m]
+                    for arm in self.arms if arm.gripper is not None}
+        return {"robot": self.robot, "joint_names": list(self.joint_names), "gripper_finger_m": grippers}
 
     @property
     def max_skew_s(self) -> float:
@@ -310,6 +320,7 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> RobotCon
         planning=planning,
         sim=parse_section(SimSettings, raw.get("sim"), f"{where}: sim"),
         recording=parse_section(RecordingSettings, raw.get("recording"), f"{where}: recording"),
+        collection=parse_section(CollectionSettings, raw.get("collection"), f"{where}: collection"),
         action_topic=_coerce(raw.get("action_topic", EXECUTED_COMMAND_TOPIC), str, f"{where}: action_topic"),
         raw=raw,
     )

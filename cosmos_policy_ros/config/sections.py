@@ -180,6 +180,22 @@ class SimSettings:
 
 
 @dataclass(frozen=True)
+class CollectionSettings:
+    """``collection:`` perturbations for rollout collection only (``collect-rollouts`` sets
+    them in its own copy of the YAML): a policy that never fails teaches a value function
+    nothing about failure. Off by default; off, nothing of them runs."""
+
+    # Std (rad) of one Gaussian offset per chunk and arm joint added to the policy's chunks
+    # (grippers untouched); 0: the policy's chunks unchanged (no wrapper is built).
+    action_noise_rad: float = setting(0.0, _non_negative, "radians >= 0")
+    # Seed of the action noise (episode k of a run draws from (noise_seed, k)).
+    noise_seed: int = setting(0, _non_negative, "an integer >= 0")
+    # The sim's initial object ranges scaled about their centre (transfer cube: x 0..0.2 m,
+    # y 0.4..0.6 m); 1: gym-aloha's own sampler, bit for bit.
+    object_range_scale: float = setting(1.0, lambda v: 0 < v <= 2.5, "a factor in (0, 2.5]")
+
+
+@dataclass(frozen=True)
 class RecordingSettings:
     """``recording:`` where recorder_node writes episode bags."""
 

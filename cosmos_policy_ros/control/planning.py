@@ -269,6 +269,18 @@ def sample_candidates(policy, observation: Observation, num_candidates: int, see
     return candidates
 
 
+def clamp_candidates(candidates: list[PolicyOutput], lower: np.ndarray, upper: np.ndarray) -> list[PolicyOutput]:
+    """Candidates with their positions clamped to the joint limits, as the executor would
+    run them; a policy that overshoots a gripper's [0, 1] a little would otherwise have
+    every request refused by the planner's limit check (and never be planned)."""
+    clamped = []
+    for candidate in candidates:
+        actions = np.asarray(candidate.actions, dtype=np.float64)
+        inside = np.clip(actions, lower, upper)
+        clamped.append(candidate if np.array_equal(inside, actions) else replace(candidate, actions=inside))
+    return clamped
+
+
 def stack_actions(candidates: list[PolicyOutput]) -> np.ndarray:
     """Candidate outputs -> ``[N, horizon, dof]``."""
     return np.stack([np.asarray(c.actions, dtype=np.float64) for c in candidates])

@@ -55,6 +55,8 @@ class DatasetConfig:
     compressed: bool
     action_topic: str = DEFAULT_ACTION_TOPIC
     control_rate_hz: float = 50.0
+    # RobotConfig.data_signature() of the config (None: built without one, nothing to compare)
+    signature: Mapping[str, Any] | None = None
 
     @classmethod
     def from_robot_config(
@@ -99,6 +101,7 @@ class DatasetConfig:
             compressed=compressed,
             action_topic=action_topic or robot.action_topic,
             control_rate_hz=robot.control_rate_hz,
+            signature=robot.data_signature(),
         )
 
     @property

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import yaml
 from tqdm import tqdm
 
 from cosmos_policy_ros.config import (
@@ -77,17 +78,20 @@ from cosmos_policy_ros.learning.episodes import (
 from cosmos_policy_ros.recording import (
     EpisodeOutcome,
     build_typestore,
+    is_bag_closed,
     read_episode_info,
     read_outcome,
 )
 
 __all__ = [
     'DEFAULT_GAMMA',
+    'BagProblem',
     'DatasetConfig',
     'DatasetError',
     'EpisodeSummary',
     'add_bags_to_dataset_arguments',
     'bags_to_dataset',
+    'check_bags',
     'compute_dataset_statistics',
     'run_bags_to_dataset',
     'value_targets',
@@ -119,20 +123,87 @@ def compute_dataset_statistics(actions: Sequence[np.ndarray], proprio: Sequence[
 
 
 Unlabeled = Literal['error', 'skip', 'success', 'failure']
+Invalid = Literal['error', 'skip']
+
+
+@dataclass(frozen=True)
+class BagProblem:
+    """Why one bag cannot be converted (a truncated bag, an unreadable or missing label, a
+    bag of another robot set-up)."""
+
+    bag: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f'{self.bag}: {self.reason}'
 
 
 def _outcome_for(bag: Path, unlabeled: Unlabeled) -> EpisodeOutcome | None:
-    outcome = read_outcome(bag)
+    try:
+        outcome = read_outcome(bag)
+    except (KeyError, TypeError, ValueError, yaml.YAMLError) as err:
+        raise DatasetError(f'{bag}: {bag / "outcome.yaml"} cannot be read ({err!r}); correct it with '
+                           '`cosmos-policy-ros label`') from err
     if outcome is not None:
         return outcome
     if unlabeled == 'error':
         raise DatasetError(
             f'{bag}: episode has no outcome label ({bag / "outcome.yaml"} missing); label it with '
-            'recording.label_episode(), or choose what unlabeled episodes are (unlabeled=skip|success|failure)'
+            '`cosmos-policy-ros label`, or choose what unlabeled episodes are (--unlabeled skip|success|failure)'
         )
     if unlabeled == 'skip':
         return None
     return EpisodeOutcome(unlabeled == 'success', None, 'unlabeled')
+
+
+def _signature_problem(bag: Path, expected: Mapping[str, Any] | None) -> str:
+    """'' when the bag's recorded robot signature matches ``expected`` (or either is absent),
+    else what differs."""
+    if not expected:
+        return ''
+    recorded = (read_episode_info(bag).get('metadata') or {}).get('robot_signature')
+    if not recorded:
+        return ''  # recorded without one (older recorder, other tools): the topic checks still apply
+    differing = [key for key in expected if key in recorded and recorded[key] != expected[key]]
+    if not differing:
+        return ''
+    details = '; '.join(f'{key}: bag {recorded[key]!r}, config {expected[key]!r}' for key in differing)
+    return (f"recorded with another robot config (robot {recorded.get('robot')!r}): {details}; "
+            'convert it with its own --config into its own dataset')
+
+
+def check_bags(
+    bags: Sequence[Path], cfg: DatasetConfig, unlabeled: Unlabeled = 'error',
+) -> tuple[list[tuple[Path, EpisodeOutcome]], list[Path], list[BagProblem]]:
+    """Before any conversion: ``(convertible bags with their outcome, unlabeled bags
+    skipped, problems)``. A problem is a bag that was not closed (recorder killed), an
+    unlabeled bag under ``unlabeled='error'``, an unreadable label, or a bag whose recorded
+    robot signature differs from the conversion config's."""
+    todo: list[tuple[Path, EpisodeOutcome]] = []
+    skipped: list[Path] = []
+    problems: list[BagProblem] = []
+    for bag in bags:
+        if not bag.is_dir():
+            problems.append(BagProblem(bag, 'not a directory'))
+            continue
+        if not is_bag_closed(bag):
+            problems.append(BagProblem(bag, f'bag was not closed (recorder killed?); make it readable with '
+                                            f'`cosmos-policy-ros recover {bag}`, then check its label'))
+            continue
+        mismatch = _signature_problem(bag, cfg.signature)
+        if mismatch:
+            problems.append(BagProblem(bag, mismatch))
+            continue
+        try:
+            outcome = _outcome_for(bag, unlabeled)
+        except DatasetError as err:
+            problems.append(BagProblem(bag, str(err).removeprefix(f'{bag}: ')))
+            continue
+        if outcome is None:
+            skipped.append(bag)
+        else:
+            todo.append((bag, outcome))
+    return todo, skipped, problems
 
 
 def _convert_one(
@@ -229,10 +300,13 @@ def bags_to_dataset(
     action_topic: str | None = None,
     action_interpolation: Literal['linear', 'hold'] = 'linear',
     unlabeled: Unlabeled = 'error',
+    invalid: Invalid = 'error',
     hdf5_compression: str | None = None,
     value_rule: ValueRule = DEFAULT_VALUE_RULE,
     typestore: Any = None,
     progress: bool = True,
+    extra_info: Mapping[str, Any] | None = None,
+    report: Any = None,
 ) -> list[EpisodeSummary]:
     """Convert episode bags to ``out_dir/episode_<i>.hdf5`` plus the statistics JSON.
 
@@ -249,6 +323,13 @@ def bags_to_dataset(
         hdf5_compression: h5py filter for the datasets (None, 'gzip', 'lzf').
         value_rule: 'official' (any positive score: full-success targets) or 'scaled'
             (targets times the score); see ``episodes.value_targets``.
+        invalid: what a bag that cannot be converted is (see ``check_bags``; also a bag
+            whose conversion fails): 'error' (default) converts nothing and raises
+            DatasetError listing every such bag; 'skip' converts the others, reports each
+            skipped bag with its reason through ``report`` and lists them in
+            ``dataset_info.json`` under ``skipped_invalid``.
+        extra_info: more entries for ``dataset_info.json`` (e.g. how rollouts were collected).
+        report: callable taking one line per skipped bag (default: print to stderr).
     Returns:
         One summary per written episode, in input order.
     """
@@ -258,6 +339,9 @@ def bags_to_dataset(
         raise ValueError(f'value_rule must be one of {VALUE_RULES}, got {value_rule!r}')
     if unlabeled not in ('error', 'skip', 'success', 'failure'):
         raise ValueError(f'unlabeled must be error|skip|success|failure, got {unlabeled!r}')
+    if invalid not in ('error', 'skip'):
+        raise ValueError(f'invalid must be error|skip, got {invalid!r}')
+    report = report or (lambda line: print(line, file=sys.stderr, flush=True))
     if isinstance(config, DatasetConfig):
         cfg = config
     else:
@@ -278,22 +362,37 @@ def bags_to_dataset(
             f'{out} already holds {len(existing)} episode files ({existing[0].name}, ...); use an empty directory')
     typestore = typestore if typestore is not None else build_typestore()
 
-    # Check every label before the (slow) conversion starts.
-    outcomes = [(bag, _outcome_for(bag, unlabeled)) for bag in bags]
-    todo = [(bag, o) for bag, o in outcomes if o is not None]
+    # Check every bag (closed, labelled, same robot set-up) before the slow conversion starts.
+    todo, skipped_unlabeled, problems = check_bags(bags, cfg, unlabeled)
+    if problems and invalid == 'error':
+        raise DatasetError(_problems_text(problems, len(bags)))
+    for problem in problems:
+        report(f'bags-to-dataset: skipped {problem}')
     summaries: list[EpisodeSummary] = []
     all_actions: list[np.ndarray] = []
     all_proprio: list[np.ndarray] = []
-    for i, (bag, outcome) in enumerate(tqdm(todo, desc='bags -> episodes', unit='episode', disable=not progress)):
-        summary, action, qpos = _convert_one(
-            bag, out / f'episode_{i}.hdf5', cfg, typestore, outcome, gamma, rate, action_interpolation, hdf5_compression,
-            value_rule,
-        )
+    for bag, outcome in tqdm(todo, desc='bags -> episodes', unit='episode', disable=not progress):
+        path = out / f'episode_{len(summaries)}.hdf5'
+        try:
+            summary, action, qpos = _convert_one(
+                bag, path, cfg, typestore, outcome, gamma, rate, action_interpolation, hdf5_compression, value_rule,
+            )
+        except DatasetError as err:
+            path.unlink(missing_ok=True)
+            if invalid == 'error':
+                for written in summaries:  # all or nothing: the folder must not hold a partial dataset
+                    written.path.unlink(missing_ok=True)
+                raise
+            problems.append(BagProblem(bag, str(err).removeprefix(f'{bag}: ')))
+            report(f'bags-to-dataset: skipped {problems[-1]}')
+            continue
         summaries.append(summary)
         all_actions.append(action)
         all_proprio.append(qpos)
     if not summaries:
-        raise DatasetError('every bag was skipped (unlabeled=skip); nothing to write')
+        why = [f'{len(skipped_unlabeled)} unlabeled (unlabeled=skip)'] if skipped_unlabeled else []
+        why += [f'{len(problems)} invalid'] if problems else []
+        raise DatasetError(f'every bag was skipped ({", ".join(why)}); nothing to write')
 
     stats = compute_dataset_statistics(all_actions, all_proprio)
     for name in STATS_FILENAMES:
@@ -310,10 +409,20 @@ def bags_to_dataset(
              'num_steps': s.num_steps, 'success': s.success, 'score': s.score}
             for s in summaries
         ],
-        'skipped_unlabeled': [str(bag) for bag, o in outcomes if o is None],
+        'skipped_unlabeled': [str(bag) for bag in skipped_unlabeled],
+        'skipped_invalid': [{'bag': str(p.bag), 'reason': p.reason} for p in problems],
+        **dict(extra_info or {}),
     }
     (out / 'dataset_info.json').write_text(json.dumps(info, indent=2))
     return summaries
+
+
+def _problems_text(problems: Sequence[BagProblem], total: int) -> str:
+    lines = [f'{len(problems)} of {total} bags cannot be converted; nothing was written:']
+    lines += [f'  {p}' for p in problems]
+    lines.append('fix them (recover / label / convert each robot config separately) or pass --skip-invalid '
+                 '(invalid=skip) to convert the others and list these in dataset_info.json')
+    return '\n'.join(lines)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -329,7 +438,9 @@ def _expand_bag_dirs(paths: Sequence[str]) -> list[Path]:
         if any(path.glob('*.mcap')) or (path / 'metadata.yaml').exists():
             bags.append(path)
         else:
-            inner = sorted(p for p in path.iterdir() if p.is_dir() and any(p.glob('*.mcap')))
+            # episode.yaml without an .mcap: a recorder killed at the start; check_bags reports it.
+            inner = sorted(p for p in path.iterdir()
+                           if p.is_dir() and (any(p.glob('*.mcap')) or (p / 'episode.yaml').exists()))
             if not inner:
                 raise DatasetError(f'{path}: neither a bag directory nor a folder of bag directories')
             bags.extend(inner)
@@ -354,6 +465,9 @@ def add_bags_to_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--cameras', nargs='+', default=None, help='camera names to keep (default: all in the config)')
     parser.add_argument('--unlabeled', choices=('error', 'skip', 'success', 'failure'), default='error',
                         help='what an episode without outcome.yaml is (demonstrations: success)')
+    parser.add_argument('--skip-invalid', action='store_true',
+                        help='skip bags that cannot be converted (not closed, bad label, another robot config), '
+                             'each reported and listed in dataset_info.json; default: refuse and convert nothing')
     parser.add_argument('--hdf5-compression', choices=('gzip', 'lzf'), default=None)
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
 
@@ -365,12 +479,17 @@ def run_bags_to_dataset(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f'bags-to-dataset: {err}', file=sys.stderr)
         return 2
-    cfg = DatasetConfig.from_robot_config(config, action_topic=args.action_topic, cameras=args.cameras)
-    summaries = bags_to_dataset(
-        _expand_bag_dirs(args.bags), args.out, cfg, gamma=args.gamma, control_rate_hz=args.control_rate_hz,
-        action_interpolation=args.action_interpolation, unlabeled=args.unlabeled,
-        hdf5_compression=args.hdf5_compression, value_rule=args.value_rule, progress=not args.no_progress,
-    )
+    try:
+        cfg = DatasetConfig.from_robot_config(config, action_topic=args.action_topic, cameras=args.cameras)
+        summaries = bags_to_dataset(
+            _expand_bag_dirs(args.bags), args.out, cfg, gamma=args.gamma, control_rate_hz=args.control_rate_hz,
+            action_interpolation=args.action_interpolation, unlabeled=args.unlabeled,
+            invalid='skip' if getattr(args, 'skip_invalid', False) else 'error',
+            hdf5_compression=args.hdf5_compression, value_rule=args.value_rule, progress=not args.no_progress,
+        )
+    except DatasetError as err:
+        print(f'bags-to-dataset: {err}', file=sys.stderr)
+        return 2
     successes = sum(s.success for s in summaries)
     steps = sum(s.num_steps for s in summaries)
     print(f'wrote {len(summaries)} episodes ({successes} successes, {steps} steps) and '

@@ -7,13 +7,21 @@ while the executor has no chunk, so a slow CPU gives the outcome a fast GPU woul
 Seeds: demonstrations (`demos`, `embedded-model`) use seeds below HELD_OUT_SEED_START;
 eval starts there, so its cube positions were never in the training demos.
 
-Writes out/eval.json (settings, per-episode results, summary) and out/eval.png (success
-per seed; predicted value and reward over time for the first few episodes).
+With ``--planning`` the policy node plans best-of-N through planner_node with the config's
+settings (official ALOHA: N = 8, 3 future x 5 value samples, majority mean) and the
+planning checkpoint ``--planning-checkpoint`` (default: the policy checkpoint itself, its
+own world model and value head); the policy waits for the planner instead of falling back
+(sim time stands still meanwhile), and fallbacks, if any, are reported.
+
+Writes out/eval.json (settings, per-episode results, summary with the success rate's 95 %
+Wilson interval and the planning settings) and out/eval.png (success per seed; predicted
+value and reward over time for the first few episodes).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -21,13 +29,30 @@ from pathlib import Path
 import numpy as np
 
 HELD_OUT_SEED_START = 100_000
+ROLLOUT_SEED_START = 200_000  # collect-rollouts: seeds of rollouts for the planning model start here
 PLOTTED_EPISODES = 4
+
+
+def wilson_interval(successes: int, episodes: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a success rate (default 95 %); (0, 1) for no episodes.
+    Unlike the normal approximation it stays inside [0, 1] and is not empty at 0/n or n/n."""
+    if episodes <= 0:
+        return 0.0, 1.0
+    if not 0 <= successes <= episodes:
+        raise ValueError(f"successes must be in [0, {episodes}], got {successes}")
+    p = successes / episodes
+    denominator = 1 + z * z / episodes
+    centre = (p + z * z / (2 * episodes)) / denominator
+    half = z * math.sqrt(p * (1 - p) / episodes + z * z / (4 * episodes * episodes)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def summarize(results: list[dict], wall_s: float, chunk_latency_ms: float | None) -> dict:
     successes = sum(bool(r["success"]) for r in results)
+    low, high = wilson_interval(successes, len(results))
     return {"episodes": len(results), "successes": successes,
             "success_rate": successes / len(results) if results else 0.0,
+            "success_rate_ci95": [round(low, 4), round(high, 4)], "ci_method": "Wilson score, 95 %",
             "mean_max_reward": float(np.mean([r["max_reward"] for r in results])) if results else 0.0,
             "wall_s": round(wall_s, 1), "chunk_latency_ms": chunk_latency_ms,
             "mode": results[0].get("mode", "realtime") if results else "unknown"}
@@ -35,10 +60,50 @@ def summarize(results: list[dict], wall_s: float, chunk_latency_ms: float | None
 
 def format_table(summary: dict) -> str:
     latency = "-" if summary["chunk_latency_ms"] is None else f"{summary['chunk_latency_ms']:.0f}"
-    header = f"{'episodes':>8} {'successes':>9} {'rate':>6} {'mean max reward':>15} {'wall s':>7} {'chunk latency ms':>16}"
+    low, high = summary.get("success_rate_ci95", (0.0, 1.0))
+    header = (f"{'episodes':>8} {'successes':>9} {'rate':>6} {'95% CI':>11} {'mean max reward':>15} {'wall s':>7} "
+              f"{'chunk latency ms':>16}")
     row = (f"{summary['episodes']:>8} {summary['successes']:>9} {summary['success_rate']:>6.0%} "
-           f"{summary['mean_max_reward']:>13.2f}/4 {summary['wall_s']:>7.1f} {latency:>16}")
-    return f"{header}\n{row}\nmode: {summary['mode']}"
+           f"{f'{low:.0%}-{high:.0%}':>11} {summary['mean_max_reward']:>13.2f}/4 {summary['wall_s']:>7.1f} "
+           f"{latency:>16}")
+    lines = [header, row, f"mode: {summary['mode']}"]
+    planning = summary.get("planning")
+    if planning:
+        stats = planning.get("stats") or {}
+        lines.append(f"planning: best of {planning['num_candidates']} with {planning['checkpoint']} "
+                     f"({planning['num_future_samples']} future x {planning['num_value_samples']} value samples, "
+                     f"{planning['aggregation']}); requests {stats.get('requests', '?')}, planned "
+                     f"{stats.get('planned', '?')}, fallbacks {stats.get('fallbacks', '?')}")
+    else:
+        lines.append("planning: off (the policy's own chunks)")
+    return "\n".join(lines)
+
+
+def planning_stats(policy_log: Path) -> dict | None:
+    """The policy node's last planning line: requests, planned, fallbacks, chosen indices."""
+    try:
+        lines = [line for line in policy_log.read_text(errors="replace").splitlines() if "planning: requests" in line]
+    except OSError:
+        return None
+    if not lines:
+        return None
+    found = re.search(r"requests (\d+), planned (\d+), fallbacks (.*?) \(max wait.*?chosen (.*?), planner time "
+                      r"(.*?), last values", lines[-1])
+    if not found:
+        return None
+    return {"requests": int(found[1]), "planned": int(found[2]), "fallbacks": found[3], "chosen": found[4],
+            "planner_time": found[5]}
+
+
+def planning_overrides(config) -> dict:
+    """Eval mode with planning: the policy waits for the planner (up to most of the sim's
+    longest chunk wait) instead of falling back to candidate 0 after the real-time deadline;
+    sim time stands still meanwhile, so the chunk is not stale. No imagination decoding
+    (CPU time, no effect on outcomes)."""
+    deadline = 0.9 * config.sim.eval_max_wait_s
+    return {"planning.deadline_s": deadline,
+            "execution.max_chunk_age_s": max(config.execution.max_chunk_age_s, deadline + 10.0),
+            "planning.publish_imagination": False}
 
 
 def chunk_latency_ms(results: list[dict], policy_log: Path) -> float | None:
@@ -117,7 +182,11 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", default="cosmos", help="policy.type (default cosmos)")
     parser.add_argument("--checkpoint", default="", help="Cosmos checkpoint folder (default: the config's)")
     parser.add_argument("--backend", default="", help="torch | onnx")
-    parser.add_argument("--planning", action="store_true", help="plan best-of-N with planner_node")
+    parser.add_argument("--planning", action="store_true",
+                        help="plan best-of-N with planner_node, the config's settings (official ALOHA: N = 8, "
+                             "3 future x 5 value samples, majority mean)")
+    parser.add_argument("--planning-checkpoint", default="",
+                        help="planning model folder (default: the policy checkpoint's own world model + value)")
     parser.add_argument("--episode-length", type=float, default=0.0, help="sim seconds per episode (default: config)")
     parser.add_argument("--out", default="out/eval", help="eval.json, eval.png and logs go here")
     parser.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds")
@@ -127,6 +196,7 @@ def run_eval(args: argparse.Namespace) -> int:
     import time
 
     from cosmos_policy_ros.cli import run_demo
+    from cosmos_policy_ros.config import load_config
 
     if args.episodes <= 0:
         print(f"[eval] --episodes must be positive, got {args.episodes}", file=sys.stderr)
@@ -134,11 +204,34 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.seed < HELD_OUT_SEED_START:
         print(f"[eval] warning: seeds from {args.seed} may overlap demonstration seeds (< {HELD_OUT_SEED_START})",
               file=sys.stderr)
+    if args.seed + args.episodes - 1 >= ROLLOUT_SEED_START:
+        print(f"[eval] warning: seeds up to {args.seed + args.episodes - 1} may overlap the rollouts a planning model "
+              f"was trained on (collect-rollouts seeds >= {ROLLOUT_SEED_START})", file=sys.stderr)
     out = Path(args.out)
+    config = load_config(args.config)
+    checkpoint = args.checkpoint or config.policy.checkpoint
+    if not checkpoint and args.policy == "cosmos":
+        from cosmos_policy_ros.control.policies import default_checkpoint
+
+        checkpoint = str(default_checkpoint())
+    planning_checkpoint = getattr(args, "planning_checkpoint", "") or ""
+    overrides = {}
+    if args.planning:
+        planning_checkpoint = planning_checkpoint or checkpoint
+        overrides = planning_overrides(config)
+        from cosmos_policy_ros.model.hub import looks_like_hub_id
+
+        if not Path(planning_checkpoint).is_dir() and not looks_like_hub_id(planning_checkpoint):
+            print(f"[eval] --planning-checkpoint {planning_checkpoint}: not a checkpoint folder", file=sys.stderr)
+            return 2
+    elif planning_checkpoint:
+        print("[eval] --planning-checkpoint without --planning: planning stays off", file=sys.stderr)
+        planning_checkpoint = ""
     demo_args = argparse.Namespace(
-        config=args.config, episodes=args.episodes, seed=args.seed, policy=args.policy, checkpoint=args.checkpoint,
-        backend=args.backend, planning=args.planning, planning_checkpoint="", episode_length=args.episode_length,
-        record="", out=str(out), timeout=args.timeout, eval_mode=True)
+        config=args.config, episodes=args.episodes, seed=args.seed, policy=args.policy, checkpoint=checkpoint,
+        backend=args.backend, planning=args.planning, planning_checkpoint=planning_checkpoint,
+        episode_length=args.episode_length, record="", out=str(out), timeout=args.timeout, eval_mode=True,
+        overrides=overrides)
     started = time.perf_counter()
     code = run_demo(demo_args)
     wall = time.perf_counter() - started
@@ -146,10 +239,65 @@ def run_eval(args: argparse.Namespace) -> int:
         return code
     results = json.loads((out / "results.json").read_text())
     summary = summarize(results, wall, chunk_latency_ms(results, out / "logs" / "policy_node.log"))
+    summary["checkpoint"] = checkpoint
+    if args.planning:
+        p = load_config(out / "config.yaml").planning
+        summary["planning"] = {
+            "checkpoint": planning_checkpoint, "num_candidates": p.num_candidates,
+            "num_future_samples": p.num_future_samples, "num_value_samples": p.num_value_samples,
+            "aggregation": p.aggregation, "ensemble_steps": p.ensemble_steps, "deadline_s": p.deadline_s,
+            "stats": planning_stats(out / "logs" / "policy_node.log")}
     plotter = plot_eval(results, out / "eval.png")
     (out / "eval.json").write_text(json.dumps({
         "settings": {k: v for k, v in vars(args).items()}, "seeds": [args.seed, args.seed + args.episodes - 1],
         "summary": summary, "episodes": results}, indent=2))
     print(format_table(summary))
+    fallbacks = (summary.get("planning") or {}).get("stats") or {}
+    if args.planning and fallbacks.get("fallbacks") not in (None, "none"):
+        print(f"[eval] warning: planning fell back to candidate 0 for {fallbacks['fallbacks']}; "
+              f"see {out / 'logs' / 'policy_node.log'}", file=sys.stderr)
     print(f"[eval] wrote {out / 'eval.json'} and {out / 'eval.png'} ({plotter})")
+    return 0
+
+
+def comparison_table(reports: dict[str, dict]) -> str:
+    """A markdown table of several eval.json reports (name -> report) run on the same seeds;
+    ValueError when their seeds differ (rates on different cube positions do not compare)."""
+    seeds = {name: tuple(report["seeds"]) for name, report in reports.items()}
+    if len(set(seeds.values())) > 1:
+        raise ValueError(f"the evaluations ran on different seeds: {seeds}")
+    header = ("| policy | planning checkpoint | episodes | successes | success rate | 95 % interval (Wilson) | "
+              "mean max reward |")
+    rows = [header, "|---|---|---:|---:|---:|---:|---:|"]
+    for name, report in reports.items():
+        s = report["summary"]
+        planning = s.get("planning")
+        low, high = s["success_rate_ci95"]
+        rows.append(f"| {name} | {planning['checkpoint'] if planning else '- (no planning)'} | {s['episodes']} | "
+                    f"{s['successes']} | {s['success_rate']:.0%} | {low:.0%}-{high:.0%} | "
+                    f"{s['mean_max_reward']:.2f} / 4 |")
+    first, last = next(iter(seeds.values()))
+    rows.append(f"\nseeds {first}-{last}, eval mode")
+    return "\n".join(rows)
+
+
+def add_eval_table_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("reports", nargs="+", metavar="NAME=EVAL_JSON",
+                        help="eval.json files, each optionally named (plain=out/eval_plain/eval.json)")
+
+
+def run_eval_table(args: argparse.Namespace) -> int:
+    reports = {}
+    for item in args.reports:
+        name, _, path = item.rpartition("=") if "=" in item else (Path(item).parent.name, "", item)
+        try:
+            reports[name] = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as err:
+            print(f"[eval-table] {path}: {err}", file=sys.stderr)
+            return 2
+    try:
+        print(comparison_table(reports))
+    except (ValueError, KeyError) as err:
+        print(f"[eval-table] {err!r}", file=sys.stderr)
+        return 2
     return 0

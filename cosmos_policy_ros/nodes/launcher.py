@@ -85,11 +85,14 @@ class Graph:
         for name in list(self.nodes):
             self.stop(name)
 
-    def wait(self, name: str, timeout_s: float) -> int | None:
-        """Wait for one node to exit; None on timeout. Fails fast if another node died."""
+    def wait(self, name: str, timeout_s: float, poll=None) -> int | None:
+        """Wait for one node to exit; None on timeout. Fails fast if another node died.
+        ``poll()``, when given, is called while waiting (e.g. to print progress)."""
         deadline = time.monotonic() + timeout_s
         node = self.nodes[name]
         while time.monotonic() < deadline:
+            if poll is not None:
+                poll()
             code = node.process.poll()
             if code is not None:
                 return code

@@ -23,9 +23,11 @@ from cosmos_policy_ros.control.planning import (
     PlanningSettings,
     PlanningStats,
     action_latents,
+    clamp_candidates,
     decide,
     sample_candidates,
 )
+from cosmos_policy_ros.control.safety import JointLimits
 from cosmos_policy_ros.nodes.common import reliable_qos
 from cosmos_policy_ros.types import Observation, PolicyOutput
 
@@ -55,6 +57,7 @@ class PlanningClient:
         seed = getattr(policy, "seed", None)
         self.seed = int(seed if seed is not None else (self.settings.seed or 0))
         self.chunk_period_s = policy_control_period_s(policy, config.control_period_s)
+        self._limits = JointLimits.from_robot_config(config)
         self.stats = PlanningStats()
         self._pending = PendingRequests()
         self._request_id = 0
@@ -133,7 +136,8 @@ class PlanningClient:
     # ------------------------------------------------------------------ planning
     def plan(self, observation: Observation) -> PolicyOutput:
         s = self.settings
-        candidates = sample_candidates(self.policy, observation, s.num_candidates, self.seed)
+        candidates = clamp_candidates(sample_candidates(self.policy, observation, s.num_candidates, self.seed),
+                                      self._limits.lower, self._limits.upper)
         with self._lock:
             self._request_id += 1
             request_id = self._request_id

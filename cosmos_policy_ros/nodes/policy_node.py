@@ -91,8 +91,10 @@ class PolicyNode(Node):
         self.create_timer(self.config.control_period_s, self._maybe_infer)
         self.create_timer(5.0, self._log_stats)
         self._worker = None
+        noise = self.config.collection.action_noise_rad
         self.get_logger().info(f"policy '{policy_cfg.type}' ready; cameras "
-                               f"{[c.name for c in self.config.cameras]}, {self.config.dof} joints")
+                               f"{[c.name for c in self.config.cameras]}, {self.config.dof} joints"
+                               + (f"; rollout collection: action noise {noise:g} rad per chunk" if noise else ""))
 
     # -- inputs --------------------------------------------------------------------
     def _on_image(self, camera: str, msg) -> None:

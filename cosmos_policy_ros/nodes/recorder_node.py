@@ -117,9 +117,7 @@ class RecorderNode(Node):
                 if self.recorder.recording:
                     self.recorder.stop_episode(None, stamp_ns=stamp_ns)
                 name = self._unique_name(msg.episode_id or "episode")
-                bag = self.recorder.start_episode(name, {"episode_id": msg.episode_id,
-                                                         "task": self.config.policy.task,
-                                                         "robot": self.config.robot}, stamp_ns=stamp_ns)
+                bag = self.recorder.start_episode(name, self._episode_metadata(msg.episode_id), stamp_ns=stamp_ns)
                 self.episodes[msg.episode_id] = bag
                 self.get_logger().info(f"episode {msg.episode_id}: recording into {bag}")
             elif msg.event == msg.STOP:
@@ -139,6 +137,12 @@ class RecorderNode(Node):
                 self.get_logger().info(f"episode {msg.episode_id}: labelled {'success' if outcome.success else 'failure'}")
         except (self._recorder_error, ValueError, OSError) as exc:
             self.get_logger().error(f"episode event {msg.event} for {msg.episode_id!r} failed: {exc}")
+
+    def _episode_metadata(self, episode_id: str) -> dict:
+        """What a converter needs to refuse mixing bags of different robot set-ups."""
+        cfg = self.config
+        return {"episode_id": episode_id, "task": cfg.policy.task, "robot": cfg.robot,
+                "config_file": str(cfg.path), "robot_signature": cfg.data_signature()}
 
     def _unique_name(self, episode_id: str) -> str:
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in episode_id)

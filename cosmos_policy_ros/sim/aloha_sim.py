@@ -25,6 +25,12 @@ DEFAULT_CAMERAS = {
 TASKS = ("transfer_cube", "insertion")
 SUCCESS_REWARD = 4
 PHYSICS_DT_S = 0.02  # gym-aloha's control timestep (50 Hz)
+# gym-aloha's initial object ranges (utils.sample_box_pose / sample_insertion_pose), metres.
+OBJECT_RANGES = {
+    "transfer_cube": ((0.0, 0.2), (0.4, 0.6)),
+    "insertion": ((0.1, 0.2), (0.4, 0.6), (-0.2, -0.1), (0.4, 0.6)),  # peg x, y; socket x, y
+}
+OBJECT_HEIGHT_M = 0.05
 
 
 def _import_gym_aloha():
@@ -39,6 +45,28 @@ def _import_gym_aloha():
             f"and a headless OpenGL (MUJOCO_GL=egl or osmesa): {exc}"
         ) from exc
     return mujoco, constants, utils, sim_tasks
+
+
+def sample_object_pose(task: str, seed: int | None, range_scale: float) -> np.ndarray:
+    """The initial object pose(s) as gym-aloha draws them (one ``RandomState(seed)``, x and y
+    uniform in order), from ranges scaled by ``range_scale`` about their centres; z fixed,
+    upright. Transfer cube: ``[7]`` xyz + wxyz; insertion: peg then socket, ``[14]``."""
+    if task not in OBJECT_RANGES:
+        raise ValueError(f"sim task must be one of {TASKS}, got {task!r}")
+    if not range_scale > 0:
+        raise ValueError(f"object range scale must be > 0, got {range_scale}")
+    rng = np.random.RandomState(seed)
+    ranges = OBJECT_RANGES[task]
+    poses = []
+    for x_range, y_range in zip(ranges[0::2], ranges[1::2]):
+        bounds = []
+        for low, high in (x_range, y_range, (OBJECT_HEIGHT_M, OBJECT_HEIGHT_M)):
+            centre, half = (low + high) / 2, (high - low) / 2 * range_scale
+            bounds.append((centre - half, centre + half))
+        bounds = np.asarray(bounds)
+        position = rng.uniform(bounds[:, 0], bounds[:, 1])
+        poses.append(np.concatenate([position, [1.0, 0.0, 0.0, 0.0]]))
+    return np.concatenate(poses)
 
 
 @dataclass(frozen=True)
@@ -84,8 +112,12 @@ class AlohaSim:
     def time_s(self) -> float:
         return self._time_s
 
-    def reset(self, seed: int | None) -> SimState:
-        if self.task_name == "transfer_cube":
+    def reset(self, seed: int | None, object_range_scale: float = 1.0) -> SimState:
+        """New episode; ``object_range_scale`` != 1 widens (or narrows) the initial object
+        ranges about their centre (rollout collection), 1 is gym-aloha's own sampler."""
+        if object_range_scale != 1.0:
+            pose = sample_object_pose(self.task_name, seed, object_range_scale)
+        elif self.task_name == "transfer_cube":
             pose = self._utils.sample_box_pose(seed)
         else:
             pose = np.concatenate(self._utils.sample_insertion_pose(seed))
