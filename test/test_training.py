@@ -40,6 +40,7 @@ from cosmos_policy_ros.model.tiny import (
     build_tiny_checkpoint,
     make_tiny_checkpoint,
 )
+from cosmos_policy_ros.model.preprocessing import preprocess_image
 from cosmos_policy_ros.types import Observation
 
 CAMERAS = ("cam_high", "cam_left_wrist", "cam_right_wrist")
@@ -117,6 +118,27 @@ def make_trainer(demos, cache, rollouts=(), planning=False, **settings):
 
 
 # ---------------------------------------------------------------------------- data
+def test_held_camera_frames_are_preprocessed_once_and_changed_frames_never_reuse_a_stale_one(tmp_path):
+    """A camera slower than the control rate repeats frames: each repeat gets the first one's
+    preprocessed array (decoded once), and a frame whose pixels changed gets its own."""
+    path = tmp_path / "episode_0.hdf5"
+    write_episode(path, seed=3, steps=8)
+    with h5py.File(path, "r+") as f:
+        frames = f["observations/images/cam_high"]
+        held = frames[...]
+        held[1] = held[0]  # step 1 repeats step 0; step 2 differs again
+        frames[...] = held
+    dataset = EpisodeDataset(make_tiny_checkpoint(0).config, [tmp_path])
+    images = [dataset.sample(t).images["cam_high"] for t in range(4)]
+    assert images[1] is images[0]
+    assert not np.array_equal(images[2], images[1]) and images[3] is not images[2]
+    cfg = dataset.config
+    for t in range(4):
+        expected = preprocess_image(held[t], cfg.image_size, cfg.center_crop_area, cfg.jpeg_quality)
+        assert np.array_equal(images[t], expected)
+    dataset.close()
+
+
 def test_sample_is_current_obs_action_chunk_future_obs_and_value(tmp_path):
     write_episode(tmp_path / "episode_0.hdf5", 0, steps=60)
     config = make_tiny_checkpoint(0).config

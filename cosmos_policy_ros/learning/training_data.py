@@ -189,7 +189,9 @@ class EpisodeDataset:
                     self.episodes.append(episode)
         self._index = [(e, t) for e, ep in enumerate(self.episodes) for t in range(ep.num_steps)]
         self._frames: dict[tuple, np.ndarray] = {}  # preprocessed frames, oldest first
-        self._last_raw: dict[tuple, tuple] = {}  # per camera: the last decoded frame (episode, raw, preprocessed)
+        # per camera: the last few decoded frames (episode, raw, preprocessed); a sample reads
+        # its current and its future frame, so two streams interleave
+        self._recent_raw: dict[tuple, list[tuple]] = {}
 
     FRAME_CACHE_SIZE = 4096  # preprocessed frames kept (200 MB at 128 px)
 
@@ -227,15 +229,15 @@ class EpisodeDataset:
         image = self._frames.get(key)
         if image is None:
             raw = episode.file.frame(camera, key[2])
-            last = self._last_raw.get((camera, center_crop))
-            if last is not None and last[0] == key[0] and np.array_equal(last[1], raw):
-                image = last[2]  # a held frame: the camera had not refreshed
-            else:
+            recent = self._recent_raw.setdefault((camera, center_crop), [])
+            image = next((img for ep_id, old, img in recent if ep_id == key[0] and np.array_equal(old, raw)), None)
+            if image is None:  # else a held frame: the camera had not refreshed
                 cfg = self.config
                 image = preprocess_image(raw, cfg.image_size, cfg.center_crop_area if center_crop else None,
                                          cfg.jpeg_quality)
                 image.setflags(write=False)
-                self._last_raw[(camera, center_crop)] = (key[0], raw, image)
+                recent.append((key[0], raw, image))
+                del recent[:-4]
             if len(self._frames) >= self.FRAME_CACHE_SIZE:
                 self._frames.pop(next(iter(self._frames)))
             self._frames[key] = image
