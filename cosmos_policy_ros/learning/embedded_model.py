@@ -59,9 +59,10 @@ class EmbeddedRecipe:
     warmup_steps: int = 150
 
     def gpu(self) -> "EmbeddedRecipe":
-        """The profile for one GPU (the shipped weights): more demonstrations, 128 px frames
-        and a larger VAE and transformer. With ``--time-budget`` the VAE and the policy
-        run as many steps as fit (recorded in the output's recipe.json)."""
+        """The profile for one GPU: more demonstrations (uncompressed, for fast frame reads),
+        128 px frames, a larger transformer, batch 64. With ``--time-budget`` the VAE and the
+        policy run as many steps as fit (recorded in the output's recipe.json). Two 15-minute
+        H100 runs did not train long enough to beat the CPU recipe (docs/training.md)."""
         return replace(self, episodes=150, demo_compression=None, image_size=128, num_layers=8,
                        num_attention_heads=6,
                        vae=replace(self.vae, steps=20000, batch_size=32, held_out_episodes=3),
@@ -134,8 +135,8 @@ def build_embedded_model(out_dir: str | Path, work_dir: str | Path, recipe: Embe
     if _stage("demonstrations", (demos / "dataset_info.json").exists(), progress):
         shutil.rmtree(demos, ignore_errors=True)
         generate_demos(demos, recipe.episodes, recipe.seed, config, episode_length_s=recipe.demo_length_s,
-                       keep_failures=recipe.demo_length_s is not None, cameras=[CAMERA], compression=recipe.demo_compression,
-                       progress=progress, workers=workers)
+                       keep_failures=recipe.demo_length_s is not None, cameras=[CAMERA],
+                       compression=recipe.demo_compression, progress=progress, workers=workers)
     timings["demos_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -195,8 +196,8 @@ def add_embedded_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="toy sizes: a smoke run of every stage")
     parser.add_argument("--profile", choices=("cpu", "gpu"), default="cpu",
-                        help="cpu: the 2-core recipe (64 px, ~75 min); gpu: 150 demos, 128 px, larger VAE and "
-                             "transformer, for one GPU with --device cuda --time-budget")
+                        help="cpu: the 2-core recipe (64 px, ~75 min); gpu: 150 demos, 128 px, a larger "
+                             "transformer, batch 64, for one GPU with --device cuda --time-budget")
     parser.add_argument("--device", default="cpu", help="cpu | cuda: where the VAE and the policy train")
     parser.add_argument("--workers", type=int, default=1, help="processes generating demonstrations")
     parser.add_argument("--time-budget", type=float, default=0.0, metavar="S",
