@@ -107,6 +107,23 @@ def initial_checkpoint(vae_dir: Path, data_dir: Path, recipe: EmbeddedRecipe) ->
     return checkpoint
 
 
+def run_training(command: list[str], trained: Path, done_marker: Path) -> None:
+    """Run a ``train`` command line into ``trained`` (resuming a stopped run), then mark the stage done."""
+    if (trained / "cosmos_policy.json").exists():
+        command = [*command, "--resume"]
+    subprocess.run(command, check=True)
+    done_marker.write_text(f"{command[command.index('--steps') + 1]} steps\n")
+
+
+def publish_checkpoint(trained: Path, out_dir: str | Path) -> Path:
+    """Copy the trained checkpoint folder to ``out_dir`` without its training state."""
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(trained, out, ignore=shutil.ignore_patterns("*.pt", "training_state*"))
+    return out
+
+
 def _stage(name: str, done: bool, progress) -> bool:
     progress(f"[embedded-model] {name}: {'done already, skipped' if done else 'running'}")
     return not done
@@ -162,16 +179,10 @@ def build_embedded_model(out_dir: str | Path, work_dir: str | Path, recipe: Embe
             command.append("--precache")
         if time_budget_s is not None:
             command += ["--time-budget", f"{max(60.0, left_s() - 30.0):.0f}"]
-        if (trained / "cosmos_policy.json").exists():
-            command.append("--resume")
-        subprocess.run(command, check=True)
-        done_marker.write_text(f"{recipe.train_steps} steps\n")
+        run_training(command, trained, done_marker)
     timings["train_s"] = time.perf_counter() - t
 
-    out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(trained, out, ignore=shutil.ignore_patterns("*.pt", "training_state*"))
+    out = publish_checkpoint(trained, out_dir)
     shutil.copy(vae_dir / "vae_report.json", out / "vae_report.json")
     timings["total_s"] = time.perf_counter() - started
     (out / "recipe.json").write_text(json.dumps({"recipe": asdict(recipe), "timings_s": timings, "device": device,

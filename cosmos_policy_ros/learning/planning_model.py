@@ -30,6 +30,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from cosmos_policy_ros.learning.embedded_model import publish_checkpoint, run_training
 from cosmos_policy_ros.learning.rollouts import ROLLOUT_SEED_START
 
 TASK = "transfer the cube"
@@ -136,16 +137,10 @@ def build_planning_model(policy: str | Path, out_dir: str | Path, work_dir: str 
                    "--log-every", "25"]
         if device:
             command += ["--device", device]
-        if (trained / "cosmos_policy.json").exists():
-            command.append("--resume")
-        subprocess.run(command, check=True)
-        done_marker.write_text(f"{recipe.train_steps} steps\n")
+        run_training(command, trained, done_marker)
     timings["train_s"] = time.perf_counter() - t
 
-    out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(trained, out, ignore=shutil.ignore_patterns("*.pt", "training_state*"))
+    out = publish_checkpoint(trained, out_dir)
     timings["total_s"] = time.perf_counter() - started
     (out / "recipe.json").write_text(json.dumps({
         "kind": "planning model", "recipe": asdict(recipe), "policy": str(policy), "demos": str(demos_dir),
