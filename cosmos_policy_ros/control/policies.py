@@ -30,12 +30,9 @@ def policy_control_period_s(policy, default_s: float) -> float:
 def make_policy(config: RobotConfig) -> Policy:
     """The policy of ``policy.type``; wrapped in collection-only action noise when
     ``collection.action_noise_rad`` > 0 (rollout collection), never otherwise."""
-    policy = _make_policy(config)
-    if config.collection.action_noise_rad > 0:
-        from cosmos_policy_ros.control.action_noise import with_action_noise
+    from cosmos_policy_ros.control.action_noise import with_action_noise
 
-        policy = with_action_noise(policy, config)
-    return policy
+    return with_action_noise(_make_policy(config), config)
 
 
 def _make_policy(config: RobotConfig) -> Policy:
