@@ -9,7 +9,8 @@ import torch
 
 from cosmos_policy_ros.config import load_config
 from cosmos_policy_ros.learning.embedded_model import EmbeddedRecipe, build_embedded_model
-from cosmos_policy_ros.learning.vae import VaeSettings, clips, psnr
+from cosmos_policy_ros.learning.vae import (VaeSettings, clips, foreground, psnr, reconstruction_loss, shifted,
+                                           small_object_response, static_scene)
 from cosmos_policy_ros.model.layout import aloha_top_camera_layout
 from cosmos_policy_ros.types import Observation
 
@@ -73,6 +74,91 @@ def test_vae_clips_have_the_layouts_shape_and_psnr_is_exact_for_a_perfect_recons
     assert VaeSettings().image_size == 64
 
 
+def _scenes_with_a_small_object(count: int = 12, size: int = 32) -> np.ndarray:
+    """Grey frames, each with a 2x2 red "cube" somewhere else: the static scene has no cube."""
+    frames = np.full((count, size, size, 3), 100, np.uint8)
+    rng = np.random.default_rng(0)
+    for frame in frames:
+        y, x = rng.integers(0, size - 2, 2)
+        frame[y:y + 2, x:x + 2] = (220, 20, 20)
+    return frames
+
+
+def test_the_static_scene_excludes_a_moving_object_and_the_foreground_is_that_object():
+    frames = _scenes_with_a_small_object()
+    scene = static_scene(frames)
+    assert torch.allclose(scene, torch.full_like(scene, 100 / 127.5 - 1.0))
+    mask = foreground(clips(frames[:1]), scene)[0, 0, 1]
+    cube = np.argwhere(frames[0, :, :, 1] == 20)
+    assert mask[tuple(cube.T)].min() > 0.5 and mask.sum() == pytest.approx(mask[tuple(cube.T)].sum())
+
+
+def test_a_reconstruction_that_drops_the_small_object_is_penalised_far_more_than_by_plain_mse():
+    """The embedded VAE drops the 2-pixel cube (an image-wide MSE barely notices), leaving the
+    policy blind to where it is: the opt-in terms weigh the foreground and the worst pixels, and
+    the foreground PSNR reports what the image-wide PSNR hides."""
+    frames = _scenes_with_a_small_object()
+    scene = static_scene(frames)
+    x = clips(frames)
+    dropped = scene[None, :, None].expand_as(x).clone()
+    dropped[:, :, 0] = -1.0
+    opt_in = VaeSettings(foreground_weight=0.0, foreground_loss_weight=1.0, worst_pixel_loss_weight=1.0)
+    plain = reconstruction_loss(dropped, x, scene, VaeSettings(foreground_weight=0.0))
+    assert plain == pytest.approx(float((dropped - x)[:, :, 1:].pow(2).mean()))
+    assert reconstruction_loss(dropped, x, scene, opt_in) > 50 * plain
+    assert reconstruction_loss(x, x, scene, opt_in) == 0
+    # the shipped recipe's mean-frame weighting, unchanged
+    mean_frame = torch.from_numpy(frames.astype(np.float32).mean(axis=0) / 127.5 - 1.0).permute(2, 0, 1)
+    weight = 1.0 + 20.0 * (x - mean_frame[None, :, None]).abs().mean(dim=1, keepdim=True)
+    assert reconstruction_loss(dropped, x, scene, VaeSettings(), mean_frame) == pytest.approx(
+        float((weight * (dropped - x).pow(2)).mean()))
+    with pytest.raises(ValueError, match="mean frame"):
+        reconstruction_loss(dropped, x, scene, VaeSettings())
+    # the same reconstruction, scored image-wide and over the foreground
+    class Drops:
+        def encode(self, x):
+            return type("E", (), {"latent_dist": type("D", (), {"mode": lambda self: x})()})()
+
+        def decode(self, z):
+            return type("O", (), {"sample": torch.cat([z[:, :, :1], scene[None, :, None].expand_as(z[:, :, 1:])], 2)})()
+
+    assert psnr(Drops(), frames) > 25 and psnr(Drops(), frames, scene=scene) < 10
+
+
+def test_shifted_training_frames_move_with_their_static_scene():
+    """The foreground of a shifted frame is still just the object: frame and scene move together."""
+    frames = np.full((12, 32, 32, 3), 100, np.uint8)
+    frames[:, :, :4] = 30  # a dark band on the left, part of the static scene
+    for frame, (y, x) in zip(frames, np.random.default_rng(0).integers(6, 24, (12, 2))):
+        frame[y:y + 2, x:x + 2] = (220, 20, 20)
+    scene = static_scene(frames)
+    moved, scenes = shifted(frames, scene, 3, np.random.default_rng(0))
+    assert moved.shape == frames.shape and scenes.shape == (len(frames), 3, 32, 32)
+    assert any(not np.array_equal(a, b) for a, b in zip(moved, frames))
+    for frame, frame_scene in zip(moved, scenes):
+        mask = foreground(clips(frame[None]), frame_scene[None])[0, 0, 1]
+        assert (mask > 0.5).sum() == 4 and mask.sum() == pytest.approx(mask[mask > 0.5].sum())
+        assert (frame[:, :, 0] == 220).sum() == 4  # the object is whole (it is 6 px from every edge)
+
+
+def test_the_small_object_probe_tells_an_encoder_that_sees_it_from_one_that_drops_it():
+    class Encoder:
+        config = type("C", (), {"latents_std": None, "z_dim": 3})()
+
+        def __init__(self, blind):
+            self.blind = blind
+
+        def encode(self, x):
+            z = torch.zeros_like(x) if self.blind else x
+            return type("E", (), {"latent_dist": type("D", (), {"mode": lambda self: z})()})()
+
+    frame = np.full((32, 32, 3), 100, np.uint8)
+    seen = small_object_response(Encoder(blind=False), frame)
+    assert 0 < seen["2px"] < seen["4px"] < seen["8px"]
+    assert seen["2px"] == pytest.approx(4 / 32 ** 2 * np.mean(np.abs(np.array([220, 20, 20]) - 100)) / 127.5)
+    assert set(small_object_response(Encoder(blind=True), frame).values()) == {0.0}
+
+
 def test_offline_metrics_and_an_in_process_closed_loop_episode(quick_model):
     """offline-eval's pieces on the toy checkpoint: finite L1s against their baselines, and one
     short in-process episode through the executor logic (the policy asked for every chunk)."""
@@ -81,10 +167,12 @@ def test_offline_metrics_and_an_in_process_closed_loop_episode(quick_model):
 
     root, out, _ = quick_model
     policy = CosmosPolicy.from_pretrained(out, device="cpu", decode_future_images=False)
-    metrics = offline_metrics(policy, root / "work" / "demos", ["episode_2.hdf5"], every=20)
-    assert metrics["chunks"] >= 1
-    for key in ("action_l1", "mean_chunk_action_l1", "world_model_future_proprio_l1", "no_change_l1"):
+    metrics = offline_metrics(policy, root / "work" / "demos", ["episode_1.hdf5", "episode_2.hdf5"], every=20)
+    assert metrics["chunks"] >= 2 and metrics["first_chunks"] == 2
+    for key in ("action_l1", "mean_chunk_action_l1", "world_model_future_proprio_l1", "no_change_l1",
+                "first_chunk_action_l1", "mean_first_chunk_action_l1"):
         assert np.isfinite(metrics[key]) and metrics[key] >= 0
+    assert metrics["image_swap_action_change"] > 0  # the swapped camera image reaches the model
     calls = []
     infer = policy.infer
     policy.infer = lambda obs: calls.append(obs.stamp_ns) or infer(obs)

@@ -47,7 +47,22 @@ class VaeSettings:
     batch_size: int = 8
     lr: float = 1e-3
     kl_weight: float = 1e-6
+    # The shipped recipe's loss: per-pixel weight 1 + foreground_weight * |pixel - mean frame|
+    # over the whole clip. 0: plain MSE of the image frames, plus the terms below.
     foreground_weight: float = 20.0
+    # Opt-in terms, off in the shipped recipe (what they changed: docs/training.md, "Does the
+    # policy see the cube?"). The reconstruction error over the foreground, normalised by its
+    # area: pixels that differ from the static scene (the per-pixel median of the training
+    # frames), i.e. arms and objects; a few-pixel cube weighs nothing in an image-wide MSE.
+    foreground_loss_weight: float = 0.0
+    # Each frame's worst-reconstructed pixels (this fraction of them).
+    worst_pixel_loss_weight: float = 0.0
+    worst_pixel_fraction: float = 0.01
+    # Random shifts of the training frames (pixels; 0: off), see ``shifted``.
+    shift_px: int = 0
+    # Decode the posterior mean while training, not a sample (an autoencoder: the KL weight is
+    # ~0 anyway, and the policy encodes with the mean).
+    train_on_posterior_mean: bool = False
     held_out_episodes: int = 2
     seed: int = 0
 
@@ -88,17 +103,112 @@ def _device_of(vae) -> torch.device:
     return next(parameters()).device if parameters else torch.device("cpu")
 
 
-def psnr(vae, frames: np.ndarray, batch: int = 32) -> float:
-    """Mean PSNR (dB, pixels in [0, 255]) of the image latent frame's reconstruction."""
+FOREGROUND_THRESHOLD = 0.1  # mean |pixel - static scene| over RGB, pixels in [-1, 1] (~13/255)
+
+
+def static_scene(frames: np.ndarray) -> torch.Tensor:
+    """Per-pixel median of uint8 frames ``[N, S, S, 3]`` -> ``[3, S, S]`` in [-1, 1]: the scene
+    without what moves (arms) or changes between episodes (object positions)."""
+    median = np.median(frames[:: max(1, len(frames) // 2000)], axis=0).astype(np.float32)
+    return torch.from_numpy(median / 127.5 - 1.0).permute(2, 0, 1)
+
+
+def foreground(x: torch.Tensor, scene: torch.Tensor) -> torch.Tensor:
+    """Soft foreground mask ``[B, 1, F, S, S]`` of clips ``x`` against the static scene."""
+    scene = scene.to(x.device)
+    scene = scene[None, :, None] if scene.dim() == 3 else scene[:, :, None]  # one scene, or one per clip
+    return (x - scene).abs().mean(dim=1, keepdim=True)
+
+
+def shifted(frames: np.ndarray, scene: torch.Tensor, max_px: int, rng: np.random.Generator
+            ) -> tuple[np.ndarray, torch.Tensor]:
+    """Each frame (and the static scene with it) moved by its own random offset of up to
+    ``max_px`` pixels, edges replicated: ``(frames [B, S, S, 3], scenes [B, 3, S, S])``.
+    Meant to take away the decoder's positional prior: without shifts it can draw an object where
+    it usually is instead of where the latent says it is, and the encoder need not say where."""
+    size = frames.shape[1]
+    pad = ((max_px, max_px), (max_px, max_px), (0, 0))
+    scene_padded = torch.nn.functional.pad(scene[None], (max_px,) * 4, mode="replicate")[0]
+    out, scenes = np.empty_like(frames), []
+    for i, (dy, dx) in enumerate(rng.integers(0, 2 * max_px + 1, (len(frames), 2))):
+        out[i] = np.pad(frames[i], pad, mode="edge")[dy:dy + size, dx:dx + size]
+        scenes.append(scene_padded[:, dy:dy + size, dx:dx + size])
+    return out, torch.stack(scenes)
+
+
+def reconstruction_loss(rec: torch.Tensor, x: torch.Tensor, scene: torch.Tensor, settings: VaeSettings,
+                        mean_frame: torch.Tensor | None = None) -> torch.Tensor:
+    """The VAE's reconstruction loss of clips ``x`` ``[B, 3, 5, S, S]`` (see VaeSettings): the
+    mean-frame-weighted MSE (``foreground_weight`` > 0, needs ``mean_frame`` ``[3, S, S]``) or the
+    plain MSE of the image frames, plus the opt-in foreground and worst-pixel terms. Small
+    objects that an image-wide MSE lets the encoder drop are the pixels with the largest errors."""
+    err = (rec - x).pow(2).mean(dim=1)[:, 1:].flatten(1)  # [B, 4 S S]
+    if settings.foreground_weight > 0:
+        if mean_frame is None:
+            raise ValueError("foreground_weight > 0 needs the training frames' mean frame")
+        weight = 1.0 + settings.foreground_weight * (x - mean_frame.to(x.device)[None, :, None]).abs().mean(
+            dim=1, keepdim=True)
+        loss = (weight * (rec - x).pow(2)).mean()
+    else:
+        loss = err.mean()
+    if settings.foreground_loss_weight > 0:
+        mask = foreground(x[:, :, 1:], scene).flatten(1)
+        loss = loss + settings.foreground_loss_weight * ((mask * err).sum(1) / mask.sum(1).clamp_min(1e-6)).mean()
+    if settings.worst_pixel_loss_weight > 0:
+        k = max(1, int(err.shape[1] * settings.worst_pixel_fraction))
+        loss = loss + settings.worst_pixel_loss_weight * err.topk(k, dim=1).values.mean()
+    return loss
+
+
+def psnr(vae, frames: np.ndarray, batch: int = 32, scene: torch.Tensor | None = None) -> float:
+    """Mean PSNR (dB, pixels in [0, 255]) of the image latent frame's reconstruction; with
+    ``scene``, over the foreground pixels only (those differing from it by > FOREGROUND_THRESHOLD)."""
     errors = []
     with torch.no_grad():
         for i in range(0, len(frames), batch):
             x = clips(frames[i:i + batch]).to(_device_of(vae))
             rec = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
-            mse = ((rec[:, :, 1:] - x[:, :, 1:]) * 127.5).pow(2).mean(dim=(1, 2, 3, 4))
-            errors.append(mse)
+            err = ((rec[:, :, 1:] - x[:, :, 1:]) * 127.5).pow(2).mean(dim=1, keepdim=True)
+            if scene is None:
+                errors.append(err.mean(dim=(1, 2, 3, 4)))
+                continue
+            mask = (foreground(x[:, :, 1:], scene) > FOREGROUND_THRESHOLD).float()
+            keep = mask.sum(dim=(1, 2, 3, 4)) > 0
+            errors.append(((err * mask).sum(dim=(1, 2, 3, 4)) / mask.sum(dim=(1, 2, 3, 4)).clamp_min(1))[keep])
     mse = torch.cat(errors).clamp_min(1e-10)
+    if mse.numel() == 0:
+        return float("nan")
     return float((10 * torch.log10(255.0 ** 2 / mse)).mean())
+
+
+def small_object_response(vae, frame: np.ndarray, sizes=(2, 4, 8), color=(220, 20, 20)) -> dict[str, float]:
+    """Mean change of the normalised image latent when a ``size``-pixel square of ``color`` is
+    pasted at the centre of ``frame`` (uint8 ``[S, S, 3]``), per size; compare it with how much
+    the latent changes between frames of an episode. Near 0: the encoder drops objects that
+    small, and a policy on these latents cannot see them."""
+    std = torch.tensor(vae.config.latents_std or [1.0] * vae.config.z_dim)[None, :, None, None]
+
+    def latent(image: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            return vae.encode(clips(image[None]).to(_device_of(vae))).latent_dist.mode()[:, :, 1].cpu() / std
+
+    base = latent(frame)
+    centre = frame.shape[0] // 2
+    response = {}
+    for size in sizes:
+        pasted = frame.copy()
+        pasted[centre - size // 2:centre - size // 2 + size, centre - size // 2:centre - size // 2 + size] = color
+        response[f"{size}px"] = float((latent(pasted) - base).abs().mean())
+    return response
+
+
+def _frame_to_frame_change(vae, frames: np.ndarray, count: int = 8) -> float:
+    """Mean change of the normalised image latent between ``count`` frames spread over ``frames``."""
+    std = torch.tensor(vae.config.latents_std or [1.0] * vae.config.z_dim)[None, :, None, None]
+    picked = frames[np.linspace(0, len(frames) - 1, min(count, len(frames))).astype(int)]
+    with torch.no_grad():
+        z = vae.encode(clips(picked).to(_device_of(vae))).latent_dist.mode()[:, :, 1].cpu() / std
+    return float((z[1:] - z[:-1]).abs().mean()) if len(z) > 1 else 0.0
 
 
 def build_vae(settings: VaeSettings):
@@ -148,6 +258,9 @@ def train_vae(data_dir: str | Path, out_dir: str | Path, camera: str = "cam_high
         total = int(state.get("total_steps", settings.steps))
         fitted = fitted or "total_steps" in state
         progress(f"[train-vae] resumed at step {step} of {total}")
+    if settings.shift_px > 0 and settings.foreground_weight > 0:
+        raise ValueError("shift_px needs foreground_weight 0 (the mean-frame weight is not shifted)")
+    scene = static_scene(train).to(device)
     mean_frame = torch.from_numpy(train.astype(np.float32).mean(axis=0) / 127.5 - 1.0).permute(2, 0, 1).to(device)
     rng = np.random.default_rng(settings.seed + step)
     vae.train()
@@ -157,12 +270,16 @@ def train_vae(data_dir: str | Path, out_dir: str | Path, camera: str = "cam_high
         lr = settings.lr * min(1.0, (step + 1) / 20) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total)))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x = clips(train[rng.integers(0, len(train), settings.batch_size)]).to(device, non_blocking=True)
+        batch = train[rng.integers(0, len(train), settings.batch_size)]
+        batch_scene = scene
+        if settings.shift_px > 0:
+            batch, batch_scene = shifted(batch, scene, settings.shift_px, rng)
+        x = clips(batch).to(device, non_blocking=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             posterior = vae.encode(x).latent_dist
-            rec = vae.decode(posterior.sample()).sample.float()
-        weight = 1.0 + settings.foreground_weight * (x - mean_frame[None, :, None]).abs().mean(dim=1, keepdim=True)
-        loss = (weight * (rec - x).pow(2)).mean() + settings.kl_weight * posterior.kl().mean()
+            z = posterior.mode() if settings.train_on_posterior_mean else posterior.sample()
+            rec = vae.decode(z).sample.float()
+        loss = reconstruction_loss(rec, x, batch_scene, settings, mean_frame) + settings.kl_weight * posterior.kl().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -189,12 +306,16 @@ def train_vae(data_dir: str | Path, out_dir: str | Path, camera: str = "cam_high
     report = {"camera": camera, "settings": asdict(settings), "steps_run": step, "device": str(device),
               "training_frames": int(len(train)),
               "held_out_frames": int(len(held_out)), "held_out_psnr_db": psnr(vae, held_out),
-              "training_psnr_db": psnr(vae, train[: max(1, len(held_out))])}
+              "training_psnr_db": psnr(vae, train[: max(1, len(held_out))]),
+              "held_out_foreground_psnr_db": psnr(vae, held_out, scene=scene.cpu()),
+              "foreground_threshold": FOREGROUND_THRESHOLD,
+              "small_object_latent_response": small_object_response(vae, held_out[0]),
+              "frame_to_frame_latent_change": _frame_to_frame_change(vae, held_out)}
     vae.to("cpu").save_pretrained(out)
     report["seconds"] = time.perf_counter() - started
     (out / "vae_report.json").write_text(json.dumps(report, indent=2))
     progress(f"[train-vae] held-out PSNR {report['held_out_psnr_db']:.1f} dB (training "
-             f"{report['training_psnr_db']:.1f} dB); wrote {out} in {report['seconds']:.0f} s")
+             f"{report['training_psnr_db']:.1f} dB, held-out foreground {report['held_out_foreground_psnr_db']:.1f} dB); wrote {out} in {report['seconds']:.0f} s")
     return report
 
 
@@ -209,6 +330,16 @@ def add_train_vae_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--held-out-episodes", type=int, default=defaults.held_out_episodes)
+    parser.add_argument("--foreground-weight", type=float, default=defaults.foreground_weight,
+                        help="per-pixel weight 1 + W |pixel - mean frame| (the shipped recipe's loss; 0: plain MSE)")
+    parser.add_argument("--foreground-loss-weight", type=float, default=defaults.foreground_loss_weight,
+                        help="weight of the area-normalised error over pixels that differ from the static scene")
+    parser.add_argument("--worst-pixel-loss-weight", type=float, default=defaults.worst_pixel_loss_weight,
+                        help="weight of each frame's worst-reconstructed 1 %% of pixels")
+    parser.add_argument("--shift-px", type=int, default=defaults.shift_px,
+                        help="random shifts of the training frames, pixels (needs --foreground-weight 0)")
+    parser.add_argument("--posterior-mean", action="store_true", default=defaults.train_on_posterior_mean,
+                        help="decode the posterior mean while training, not a sample")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--resume", action="store_true", help="continue from the training state in --out")
     parser.add_argument("--device", default="cpu", help="cpu | cuda (default cpu)")
@@ -219,7 +350,10 @@ def add_train_vae_arguments(parser: argparse.ArgumentParser) -> None:
 def run_train_vae(args: argparse.Namespace) -> int:
     settings = VaeSettings(image_size=args.image_size, base_dim=args.base_dim, steps=args.steps,
                            batch_size=args.batch_size, lr=args.lr, held_out_episodes=args.held_out_episodes,
-                           seed=args.seed)
+                           seed=args.seed, foreground_weight=args.foreground_weight,
+                           foreground_loss_weight=args.foreground_loss_weight,
+                           worst_pixel_loss_weight=args.worst_pixel_loss_weight, shift_px=args.shift_px,
+                           train_on_posterior_mean=args.posterior_mean)
     try:
         train_vae(args.data, args.out, args.camera, settings, resume=args.resume, device=args.device,
                   time_budget_s=args.time_budget or None,
