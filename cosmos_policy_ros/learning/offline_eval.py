@@ -46,9 +46,12 @@ def offline_metrics(policy, data_dir: str | Path, episodes: list[str], camera: s
         finally:
             episode.close()
     mean_chunk = np.mean([a for _, a, _, _ in records], axis=0)
-    for obs, actions, future, _ in records:
+    starts = []  # (observation, demonstrated chunk, predicted chunk) at each episode's first step
+    for obs, actions, future, t in records:
         encoded = policy.encode_observation(obs)
         predicted = policy.sample_candidates(encoded, 1, seed=0)[0].actions
+        if t == 0:
+            starts.append((obs, actions, predicted))
         policy_l1.append(np.abs(predicted - actions).mean())
         mean_l1.append(np.abs(mean_chunk - actions).mean())
         outcome = policy.predict_outcomes(encoded, actions[None], num_future_samples=1, num_value_samples=1, seed=0)
@@ -59,22 +62,21 @@ def offline_metrics(policy, data_dir: str | Path, episodes: list[str], camera: s
               "world_model_future_proprio_l1": float(np.mean(wm_l1)), "no_change_l1": float(np.mean(still_l1))}
     result["action_l1_ratio"] = result["action_l1"] / result["mean_chunk_action_l1"]
     result["world_model_ratio"] = result["world_model_future_proprio_l1"] / result["no_change_l1"]
-    result.update(first_chunk_metrics(policy, [r for r in records if r[3] == 0]))
+    result.update(first_chunk_metrics(policy, starts))
     return result
 
 
 def first_chunk_metrics(policy, starts: list) -> dict:
     """Does the policy look at the scene? Every episode starts from the same pose, so at its
-    first step only the camera says where the object is. ``starts``: (observation, actions, _, 0)
-    of each episode's first chunk. Reports the policy's L1 there, the L1 of the mean first chunk
-    (what a policy blind to the image can at best do) and how much the chunk changes when the
-    image is swapped for another episode's (0: the image is ignored)."""
+    first step only the camera says where the object is. ``starts``: (observation, demonstrated
+    chunk, predicted chunk) at each episode's first step. Reports the policy's L1 there, the L1 of
+    the mean first chunk (what a policy blind to the image can at best do) and how much the chunk
+    changes when the image is swapped for another episode's (0: the image is ignored)."""
     if len(starts) < 2:
         return {}
-    mean_first = np.mean([actions for _, actions, _, _ in starts], axis=0)
+    mean_first = np.mean([actions for _, actions, _ in starts], axis=0)
     own, blind, swap = [], [], []
-    for i, (obs, actions, _, _) in enumerate(starts):
-        predicted = policy.sample_candidates(policy.encode_observation(obs), 1, seed=0)[0].actions
+    for i, (obs, actions, predicted) in enumerate(starts):
         other = starts[(i + 1) % len(starts)][0]
         swapped_obs = Observation(stamp_ns=0, images=other.images, joint_positions=obs.joint_positions, task=obs.task)
         swapped = policy.sample_candidates(policy.encode_observation(swapped_obs), 1, seed=0)[0].actions

@@ -181,33 +181,31 @@ def psnr(vae, frames: np.ndarray, batch: int = 32, scene: torch.Tensor | None = 
     return float((10 * torch.log10(255.0 ** 2 / mse)).mean())
 
 
+def _image_latents(vae, frames: np.ndarray) -> torch.Tensor:
+    """Normalised image latents ``[N, z, h, w]`` of uint8 frames ``[N, S, S, 3]`` (the layout's clips)."""
+    std = torch.tensor(vae.config.latents_std or [1.0] * vae.config.z_dim)[None, :, None, None]
+    with torch.no_grad():
+        return vae.encode(clips(frames).to(_device_of(vae))).latent_dist.mode()[:, :, 1].cpu() / std
+
+
 def small_object_response(vae, frame: np.ndarray, sizes=(2, 4, 8), color=(220, 20, 20)) -> dict[str, float]:
     """Mean change of the normalised image latent when a ``size``-pixel square of ``color`` is
     pasted at the centre of ``frame`` (uint8 ``[S, S, 3]``), per size; compare it with how much
     the latent changes between frames of an episode. Near 0: the encoder drops objects that
     small, and a policy on these latents cannot see them."""
-    std = torch.tensor(vae.config.latents_std or [1.0] * vae.config.z_dim)[None, :, None, None]
-
-    def latent(image: np.ndarray) -> torch.Tensor:
-        with torch.no_grad():
-            return vae.encode(clips(image[None]).to(_device_of(vae))).latent_dist.mode()[:, :, 1].cpu() / std
-
-    base = latent(frame)
-    centre = frame.shape[0] // 2
+    base = _image_latents(vae, frame[None])
+    corner = frame.shape[0] // 2 - np.asarray(sizes) // 2
     response = {}
-    for size in sizes:
+    for size, c in zip(sizes, corner):
         pasted = frame.copy()
-        pasted[centre - size // 2:centre - size // 2 + size, centre - size // 2:centre - size // 2 + size] = color
-        response[f"{size}px"] = float((latent(pasted) - base).abs().mean())
+        pasted[c:c + size, c:c + size] = color
+        response[f"{size}px"] = float((_image_latents(vae, pasted[None]) - base).abs().mean())
     return response
 
 
 def _frame_to_frame_change(vae, frames: np.ndarray, count: int = 8) -> float:
     """Mean change of the normalised image latent between ``count`` frames spread over ``frames``."""
-    std = torch.tensor(vae.config.latents_std or [1.0] * vae.config.z_dim)[None, :, None, None]
-    picked = frames[np.linspace(0, len(frames) - 1, min(count, len(frames))).astype(int)]
-    with torch.no_grad():
-        z = vae.encode(clips(picked).to(_device_of(vae))).latent_dist.mode()[:, :, 1].cpu() / std
+    z = _image_latents(vae, frames[np.linspace(0, len(frames) - 1, min(count, len(frames))).astype(int)])
     return float((z[1:] - z[:-1]).abs().mean()) if len(z) > 1 else 0.0
 
 
