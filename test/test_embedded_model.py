@@ -125,6 +125,14 @@ def test_a_reconstruction_that_drops_the_small_object_is_penalised_far_more_than
     assert psnr(Drops(), frames) > 25 and psnr(Drops(), frames, scene=scene) < 10
 
 
+def test_shifts_with_the_unshifted_mean_frame_weight_are_refused_before_any_work(tmp_path):
+    from cosmos_policy_ros.learning.vae import train_vae
+
+    with pytest.raises(ValueError, match="shift_px needs foreground_weight 0"):
+        train_vae(tmp_path / "no_data", tmp_path / "vae", settings=VaeSettings(shift_px=2))
+    assert not (tmp_path / "vae").exists()
+
+
 def test_shifted_training_frames_move_with_their_static_scene():
     """The foreground of a shifted frame is still just the object: frame and scene move together."""
     frames = np.full((12, 32, 32, 3), 100, np.uint8)

@@ -235,6 +235,8 @@ def train_vae(data_dir: str | Path, out_dir: str | Path, camera: str = "cam_high
     20 steps the measured rate sets the step count (at most ``settings.steps``), and the
     learning-rate schedule runs over that count. The count is kept for a resumed run and
     reported (``steps_run``)."""
+    if settings.shift_px > 0 and settings.foreground_weight > 0:
+        raise ValueError("shift_px needs foreground_weight 0 (the mean-frame weight is not shifted)")
     torch.manual_seed(settings.seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -256,8 +258,6 @@ def train_vae(data_dir: str | Path, out_dir: str | Path, camera: str = "cam_high
         total = int(state.get("total_steps", settings.steps))
         fitted = fitted or "total_steps" in state
         progress(f"[train-vae] resumed at step {step} of {total}")
-    if settings.shift_px > 0 and settings.foreground_weight > 0:
-        raise ValueError("shift_px needs foreground_weight 0 (the mean-frame weight is not shifted)")
     scene = static_scene(train).to(device)
     mean_frame = torch.from_numpy(train.astype(np.float32).mean(axis=0) / 127.5 - 1.0).permute(2, 0, 1).to(device)
     rng = np.random.default_rng(settings.seed + step)
