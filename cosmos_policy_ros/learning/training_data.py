@@ -234,7 +234,7 @@ class EpisodeDataset:
             if image is None:  # else a held frame: the camera had not refreshed
                 cfg = self.config
                 image = preprocess_image(raw, cfg.image_size, cfg.center_crop_area if center_crop else None,
-                                         cfg.jpeg_quality)
+                                         cfg.jpeg_quality, crop_box=cfg.crop_box)
                 image.setflags(write=False)
                 recent.append((key[0], raw, image))
                 del recent[:-4]

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from cosmos_policy_ros.learning.episodes import read_episode
-from cosmos_policy_ros.model.preprocessing import preprocess_image
+from cosmos_policy_ros.model.preprocessing import preprocess_image, validate_crop_box
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ STATE_FILE = "vae_training_state.pt"
 class VaeSettings:
     image_size: int = 64
     center_crop_area: float = 0.9
+    # Region of the frame the VAE (and the policy using it) sees: see PolicyConfig.crop_box.
+    crop_box: tuple[float, float, float, float] | None = None
     base_dim: int = 16
     z_dim: int = 16
     dim_mult: tuple[int, ...] = (1, 2, 2, 2)
@@ -85,7 +87,8 @@ def load_frames(data_dir: str | Path, camera: str, settings: VaeSettings) -> tup
                     continue  # the camera runs slower than the control rate: held frames
                 previous = frame
                 groups[k >= len(files) - settings.held_out_episodes].append(
-                    preprocess_image(frame, settings.image_size, settings.center_crop_area))
+                    preprocess_image(frame, settings.image_size, settings.center_crop_area,
+                                     crop_box=settings.crop_box))
         finally:
             episode.close()
     return np.stack(groups[0]), np.stack(groups[1])
@@ -338,6 +341,9 @@ def add_train_vae_arguments(parser: argparse.ArgumentParser) -> None:
                         help="random shifts of the training frames, pixels (needs --foreground-weight 0)")
     parser.add_argument("--posterior-mean", action="store_true", default=defaults.train_on_posterior_mean,
                         help="decode the posterior mean while training, not a sample")
+    parser.add_argument("--crop-box", type=float, nargs=4, metavar=("TOP", "LEFT", "HEIGHT", "WIDTH"),
+                        default=defaults.crop_box,
+                        help="region of the frame to train on, fractions of the frame (default: the whole frame)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--resume", action="store_true", help="continue from the training state in --out")
     parser.add_argument("--device", default="cpu", help="cpu | cuda (default cpu)")
@@ -351,8 +357,11 @@ def run_train_vae(args: argparse.Namespace) -> int:
                            seed=args.seed, foreground_weight=args.foreground_weight,
                            foreground_loss_weight=args.foreground_loss_weight,
                            worst_pixel_loss_weight=args.worst_pixel_loss_weight, shift_px=args.shift_px,
-                           train_on_posterior_mean=args.posterior_mean)
+                           train_on_posterior_mean=args.posterior_mean,
+                           crop_box=None if args.crop_box is None else tuple(args.crop_box))
     try:
+        if settings.crop_box is not None:
+            validate_crop_box(settings.crop_box)
         train_vae(args.data, args.out, args.camera, settings, resume=args.resume, device=args.device,
                   time_budget_s=args.time_budget or None,
                   progress=lambda line: print(line, flush=True))

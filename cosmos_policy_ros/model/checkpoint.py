@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from .layout import MODES, LatentLayout
 from .normalization import NormalizationStats
+from .preprocessing import validate_crop_box
 from .sampler import SamplerConfig
 
 FORMAT_VERSION = 1
@@ -83,6 +84,10 @@ class PolicyConfig:
     # Square size the training frames were stored at: camera frames are resized to it first
     # (official ALOHA: 256), then to image_size. None: straight to image_size.
     stored_image_size: int | None = None
+    # Region of the camera frame the model sees, (top, left, height, width) as fractions of
+    # the frame, cut before any resize; None: the whole frame. The embedded sim model uses it:
+    # at 64 px the whole frame leaves the cube ~2 px wide.
+    crop_box: tuple[float, float, float, float] | None = None
     seed: int = 0  # sampling seed when the deployment names none (official ALOHA deploy: 195)
     vae: dict[str, Any] = field(default_factory=lambda: {"subfolder": VAE_DIR})
     default_task: str = ""
@@ -107,6 +112,7 @@ class PolicyConfig:
             "center_crop_area": self.center_crop_area,
             "jpeg_quality": self.jpeg_quality,
             "stored_image_size": self.stored_image_size,
+            "crop_box": None if self.crop_box is None else list(self.crop_box),
             "seed": self.seed,
             "layout": self.layout.to_dict(),
             "sampler": self.sampler.to_dict(),
@@ -162,6 +168,12 @@ class PolicyConfig:
             raise CheckpointError(
                 f"{source}: field 'stored_image_size' = {stored!r}, expected null or a positive integer (ALOHA: 256)"
             )
+        crop_box = data.get("crop_box")
+        if crop_box is not None:
+            try:
+                crop_box = validate_crop_box(crop_box)
+            except ValueError as err:
+                raise CheckpointError(f"{source}: field 'crop_box': {err}") from err
         seed = data.get("seed", 0)
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise CheckpointError(f"{source}: field 'seed' = {seed!r}, expected an integer >= 0 (ALOHA: 195)")
@@ -185,6 +197,7 @@ class PolicyConfig:
             center_crop_area=None if crop is None else float(crop),
             jpeg_quality=jpeg,
             stored_image_size=stored,
+            crop_box=crop_box,
             seed=seed,
             vae=dict(vae),
             default_task=str(data.get("default_task", "")),

@@ -249,7 +249,7 @@ class CosmosPolicy:
             raise KeyError(f"observation lacks camera images {missing}; the model needs {list(cfg.camera_names)}")
         def one(cam: str) -> np.ndarray:
             return preprocess_image(observation.images[cam], cfg.image_size, cfg.center_crop_area, cfg.jpeg_quality,
-                                    stored_image_size=cfg.stored_image_size)
+                                    stored_image_size=cfg.stored_image_size, crop_box=cfg.crop_box)
 
         if len(cfg.camera_names) == 1:
             return {cam: one(cam) for cam in cfg.camera_names}
