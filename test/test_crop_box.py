@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cosmos_policy_ros.learning.training import EpisodeDataset
-from cosmos_policy_ros.learning.vae import VaeSettings, load_frames
+from cosmos_policy_ros.learning.vae import VaeSettings, held_out_starts, load_frames
 from cosmos_policy_ros.model.checkpoint import CheckpointError, PolicyConfig
 from cosmos_policy_ros.model.cosmos_policy import CosmosPolicy
 from cosmos_policy_ros.model.preprocessing import crop_region, preprocess_image, validate_crop_box
@@ -90,6 +90,8 @@ def test_training_and_inference_cut_the_same_region(tmp_path):
 
     train, _ = load_frames(tmp_path, "cam_high", VaeSettings(crop_box=BOX, held_out_episodes=1))
     assert any(np.array_equal(f, expected) for f in train)
+    starts = held_out_starts(tmp_path, "cam_high", VaeSettings(crop_box=BOX, held_out_episodes=1))
+    np.testing.assert_array_equal(starts, preprocess_image(frames[0], 64, 0.9, crop_box=BOX)[None])
 
     checkpoint = make_tiny_checkpoint(0)
     config = replace(checkpoint.config, crop_box=BOX)

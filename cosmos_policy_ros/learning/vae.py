@@ -94,6 +94,20 @@ def load_frames(data_dir: str | Path, camera: str, settings: VaeSettings) -> tup
     return np.stack(groups[0]), np.stack(groups[1])
 
 
+def held_out_starts(data_dir: str | Path, camera: str, settings: VaeSettings) -> np.ndarray:
+    """The preprocessed first frame of each held-out episode ``[E, S, S, 3]`` uint8."""
+    files = sorted(Path(data_dir).glob("episode_*.hdf5"), key=lambda p: int(p.stem.split("_")[-1]))
+    starts = []
+    for path in files[len(files) - settings.held_out_episodes:]:
+        episode = read_episode(path, cameras=(camera,))
+        try:
+            starts.append(preprocess_image(episode.frame(camera, 0), settings.image_size, settings.center_crop_area,
+                                           crop_box=settings.crop_box))
+        finally:
+            episode.close()
+    return np.stack(starts)
+
+
 def clips(frames: np.ndarray) -> torch.Tensor:
     """uint8 ``[B, S, S, 3]`` -> pixels in [-1, 1] ``[B, 3, 5, S, S]``: a black frame, then 4 copies."""
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -212,6 +226,17 @@ def _frame_to_frame_change(vae, frames: np.ndarray, count: int = 8) -> float:
     return float((z[1:] - z[:-1]).abs().mean()) if len(z) > 1 else 0.0
 
 
+def episode_start_change(vae, starts: np.ndarray) -> float:
+    """Mean change of the normalised image latent between the first frames of episodes
+    (``starts``, uint8 ``[E, S, S, 3]``). Where every episode starts from the same robot pose
+    (the sim's transfer cube), only the objects differ there: near 0, the encoder does not
+    tell where the object is. Compare it with ``frame_to_frame_latent_change``."""
+    if len(starts) < 2:
+        return 0.0
+    z = _image_latents(vae, starts)
+    return float((z[1:] - z[:-1]).abs().mean())
+
+
 def build_vae(settings: VaeSettings):
     from diffusers import AutoencoderKLWan
 
@@ -311,7 +336,9 @@ def train_vae(data_dir: str | Path, out_dir: str | Path, camera: str = "cam_high
               "held_out_foreground_psnr_db": psnr(vae, held_out, scene=scene.cpu()),
               "foreground_threshold": FOREGROUND_THRESHOLD,
               "small_object_latent_response": small_object_response(vae, held_out[0]),
-              "frame_to_frame_latent_change": _frame_to_frame_change(vae, held_out)}
+              "frame_to_frame_latent_change": _frame_to_frame_change(vae, held_out),
+              "episode_start_latent_change": episode_start_change(
+                  vae, held_out_starts(data_dir, camera, settings))}
     vae.to("cpu").save_pretrained(out)
     report["seconds"] = time.perf_counter() - started
     (out / "vae_report.json").write_text(json.dumps(report, indent=2))
