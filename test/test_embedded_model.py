@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from cosmos_policy_ros.config import load_config
-from cosmos_policy_ros.learning.embedded_model import EmbeddedRecipe, build_embedded_model
+from cosmos_policy_ros.learning.embedded_model import WORKSPACE_CROP, EmbeddedRecipe, build_embedded_model
 from cosmos_policy_ros.learning.vae import (VaeSettings, clips, foreground, psnr, reconstruction_loss, shifted,
-                                           small_object_response, static_scene)
+                                           small_object_response, static_scene, episode_start_change)
 from cosmos_policy_ros.model.layout import aloha_top_camera_layout
 from cosmos_policy_ros.types import Observation
 
@@ -31,6 +31,9 @@ def test_quick_recipe_writes_a_checkpoint_with_the_top_camera_layout(quick_model
     assert [s["name"] for s in config["layout"]["slots"]] == [s.name for s in aloha_top_camera_layout().slots]
     vae = json.loads((out / "vae_report.json").read_text())
     assert vae["held_out_frames"] > 0 and np.isfinite(vae["held_out_psnr_db"])
+    # the policy sees the workspace region its VAE was trained on
+    assert config["crop_box"] == list(WORKSPACE_CROP) == vae["settings"]["crop_box"]
+    assert np.isfinite(vae["episode_start_latent_change"])
     recipe = json.loads((out / "recipe.json").read_text())
     assert set(recipe["timings_s"]) >= {"demos_s", "vae_s", "train_s", "total_s"}
     assert any("demonstrations: running" in line for line in lines)
@@ -165,6 +168,11 @@ def test_the_small_object_probe_tells_an_encoder_that_sees_it_from_one_that_drop
     assert 0 < seen["2px"] < seen["4px"] < seen["8px"]
     assert seen["2px"] == pytest.approx(4 / 32 ** 2 * np.mean(np.abs(np.array([220, 20, 20]) - 100)) / 127.5)
     assert set(small_object_response(Encoder(blind=True), frame).values()) == {0.0}
+    # two episode starts that differ only in where a 2 px object lies
+    starts = np.stack([frame, frame])
+    starts[0, 4:6, 4:6] = starts[1, 20:22, 20:22] = (220, 20, 20)
+    assert episode_start_change(Encoder(blind=False), starts) == pytest.approx(2 * seen["2px"])
+    assert episode_start_change(Encoder(blind=True), starts) == 0.0
 
 
 def test_offline_metrics_and_an_in_process_closed_loop_episode(quick_model):

@@ -35,6 +35,15 @@ from cosmos_policy_ros.model.sampler import SamplerConfig
 
 TASK = "transfer the cube"
 CAMERA = "cam_high"
+# The top camera's workspace, (top, left, height, width) as fractions of the frame: a square
+# of 128 x 128 px of the sim's 240 x 320 frame around where the cube spawns and is handed over.
+# At 64 px the whole frame leaves the cube ~2 px wide and the VAE does not encode it
+# (docs/training.md, "Does the policy see the cube?"); in this crop it is ~4.5 px.
+WORKSPACE_CROP = (76 / 240, 108 / 320, 128 / 240, 128 / 320)
+# The VAE recipe: the workspace crop, plain MSE plus the foreground and worst-pixel terms,
+# decoding the posterior mean (what the policy encodes with).
+VAE_RECIPE = VaeSettings(crop_box=WORKSPACE_CROP, foreground_weight=0.0, foreground_loss_weight=1.0,
+                         worst_pixel_loss_weight=1.0, train_on_posterior_mean=True, steps=1100)
 
 
 @dataclass(frozen=True)
@@ -52,8 +61,8 @@ class EmbeddedRecipe:
     num_attention_heads: int = 4
     attention_head_dim: int = 32
     text_embed_dim: int = 32
-    vae: VaeSettings = VaeSettings()
-    train_steps: int = 3000
+    vae: VaeSettings = VAE_RECIPE
+    train_steps: int = 7000
     batch_size: int = 32
     lr: float = 3e-4
     warmup_steps: int = 150
@@ -97,7 +106,7 @@ def initial_checkpoint(vae_dir: Path, data_dir: Path, recipe: EmbeddedRecipe) ->
         control_rate_hz=recipe.control_rate_hz, layout=aloha_top_camera_layout(),
         sampler=SamplerConfig(sigma_min=4.0, sigma_max=80.0, rho=7.0, sigma_conditional=0.0),
         num_steps={"policy": 10, "world_model": 5, "value": 5}, image_size=recipe.image_size,
-        center_crop_area=recipe.vae.center_crop_area, jpeg_quality=None, seed=recipe.seed,
+        center_crop_area=recipe.vae.center_crop_area, crop_box=recipe.vae.crop_box, jpeg_quality=None, seed=recipe.seed,
         vae={"subfolder": "vae"}, default_task=TASK,
     )
     text = torch.randn(8, recipe.text_embed_dim, generator=torch.Generator().manual_seed(recipe.seed + 1))
@@ -207,7 +216,7 @@ def add_embedded_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="toy sizes: a smoke run of every stage")
     parser.add_argument("--profile", choices=("cpu", "gpu"), default="cpu",
-                        help="cpu: the 2-core recipe (64 px, ~75 min); gpu: 150 demos, 128 px, a larger "
+                        help="cpu: the 2-core recipe (64 px, ~90 min); gpu: 150 demos, 128 px, a larger "
                              "transformer, batch 64, for one GPU with --device cuda --time-budget")
     parser.add_argument("--device", default="cpu", help="cpu | cuda: where the VAE and the policy train")
     parser.add_argument("--workers", type=int, default=1, help="processes generating demonstrations")
