@@ -1,7 +1,8 @@
 """Test-time image preprocessing, as the official Cosmos Policy evaluation does it:
 optional crop to the camera's region of interest (``crop_box``; not in the official
-pipeline, used where the task's objects are a few pixels of the whole frame), optional resize to the size the training data was stored at (official ALOHA: 256x256
-bicubic, done by its robot client) and then to the model's square size, optional JPEG
+pipeline, used where the task's objects are a few pixels of the whole frame), optional
+resize to the size the training data was stored at (official ALOHA: 256x256 bicubic, done
+by its robot client) and then to the model's square size, optional JPEG
 round trip, resize to the model's square size (a no-op after the first stage), then a
 90%-area center crop resized back (matching the 90%-area random crops seen in training).
 
@@ -38,7 +39,8 @@ def validate_crop_box(box) -> tuple[float, float, float, float]:
     try:
         values = tuple(float(v) for v in box)
     except (TypeError, ValueError):
-        raise ValueError(f"crop box {box!r}: expected four numbers (top, left, height, width), fractions of the frame")
+        raise ValueError(f"crop box {box!r}: expected four numbers (top, left, height, width), "
+                         "fractions of the frame") from None
     if len(values) != 4 or not all(math.isfinite(v) for v in values):
         raise ValueError(f"crop box {box!r}: expected four finite numbers (top, left, height, width)")
     top, left, height, width = values
