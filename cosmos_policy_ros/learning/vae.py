@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from cosmos_policy_ros.learning.episodes import read_episode
-from cosmos_policy_ros.model.preprocessing import preprocess_image, validate_crop_box
+from cosmos_policy_ros.model.preprocessing import preprocess_image
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,15 @@ class VaeSettings:
     seed: int = 0
 
 
+def _episode_files(data_dir: str | Path) -> list[Path]:
+    """``episode_*.hdf5`` in episode-number order; the last ``held_out_episodes`` are held out."""
+    return sorted(Path(data_dir).glob("episode_*.hdf5"), key=lambda p: int(p.stem.split("_")[-1]))
+
+
 def load_frames(data_dir: str | Path, camera: str, settings: VaeSettings) -> tuple[np.ndarray, np.ndarray]:
     """Distinct preprocessed frames ``[N, S, S, 3]`` uint8 of ``camera``: (training, held out).
     The last ``held_out_episodes`` episode files are held out."""
-    files = sorted(Path(data_dir).glob("episode_*.hdf5"), key=lambda p: int(p.stem.split("_")[-1]))
+    files = _episode_files(data_dir)
     if len(files) <= settings.held_out_episodes:
         raise ValueError(f"{data_dir}: {len(files)} episode files; need more than the "
                          f"{settings.held_out_episodes} held out for the PSNR")
@@ -96,7 +101,7 @@ def load_frames(data_dir: str | Path, camera: str, settings: VaeSettings) -> tup
 
 def held_out_starts(data_dir: str | Path, camera: str, settings: VaeSettings) -> np.ndarray:
     """The preprocessed first frame of each held-out episode ``[E, S, S, 3]`` uint8."""
-    files = sorted(Path(data_dir).glob("episode_*.hdf5"), key=lambda p: int(p.stem.split("_")[-1]))
+    files = _episode_files(data_dir)
     starts = []
     for path in files[len(files) - settings.held_out_episodes:]:
         episode = read_episode(path, cameras=(camera,))
@@ -387,8 +392,6 @@ def run_train_vae(args: argparse.Namespace) -> int:
                            train_on_posterior_mean=args.posterior_mean,
                            crop_box=None if args.crop_box is None else tuple(args.crop_box))
     try:
-        if settings.crop_box is not None:
-            validate_crop_box(settings.crop_box)
         train_vae(args.data, args.out, args.camera, settings, resume=args.resume, device=args.device,
                   time_budget_s=args.time_budget or None,
                   progress=lambda line: print(line, flush=True))
