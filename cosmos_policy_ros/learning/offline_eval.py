@@ -66,12 +66,29 @@ def offline_metrics(policy, data_dir: str | Path, episodes: list[str], camera: s
     return result
 
 
+def variation_captured(demonstrated: np.ndarray, predicted: np.ndarray) -> float:
+    """How much of the demonstrations' variation across episodes the policy reproduces:
+    the least-squares slope of predicted on demonstrated chunks ``[episodes, chunk, dof]``,
+    each (step, joint) taken about its mean over the episodes. 1: the chunk follows the scene
+    as the demonstrations do; 0: the same chunk whatever the scene; between: shrunk towards
+    the average episode (the policy aims at where objects usually are)."""
+    demonstrated, predicted = np.asarray(demonstrated, np.float64), np.asarray(predicted, np.float64)
+    if demonstrated.shape != predicted.shape or demonstrated.ndim != 3 or len(demonstrated) < 2:
+        raise ValueError(f"need two or more [chunk, dof] pairs of equal shape, got {demonstrated.shape} "
+                         f"and {predicted.shape}")
+    d = demonstrated - demonstrated.mean(axis=0)
+    p = predicted - predicted.mean(axis=0)
+    spread = float((d * d).sum())
+    return float((p * d).sum() / spread) if spread > 0 else float("nan")
+
+
 def first_chunk_metrics(policy, starts: list) -> dict:
     """Does the policy look at the scene? Every episode starts from the same pose, so at its
     first step only the camera says where the object is. ``starts``: (observation, demonstrated
     chunk, predicted chunk) at each episode's first step. Reports the policy's L1 there, the L1 of
     the mean first chunk (what a policy blind to the image can at best do) and how much the chunk
-    changes when the image is swapped for another episode's (0: the image is ignored)."""
+    changes when the image is swapped for another episode's (0: the image is ignored) and the
+    share of the first chunks' variation across episodes it reproduces (``variation_captured``)."""
     if len(starts) < 2:
         return {}
     mean_first = np.mean([actions for _, actions, _ in starts], axis=0)
@@ -84,7 +101,9 @@ def first_chunk_metrics(policy, starts: list) -> dict:
         blind.append(np.abs(mean_first - actions).mean())
         swap.append(np.abs(predicted - swapped).mean())
     return {"first_chunks": len(starts), "first_chunk_action_l1": float(np.mean(own)),
-            "mean_first_chunk_action_l1": float(np.mean(blind)), "image_swap_action_change": float(np.mean(swap))}
+            "mean_first_chunk_action_l1": float(np.mean(blind)), "image_swap_action_change": float(np.mean(swap)),
+            "first_chunk_variation_captured": variation_captured(np.stack([a for _, a, _ in starts]),
+                                                                 np.stack([p for _, _, p in starts]))}
 
 
 def closed_loop(policy, seeds: list[int], config: RobotConfig | None = None, episode_length_s: float | None = None,
