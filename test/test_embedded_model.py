@@ -2,6 +2,7 @@
 training) at toy sizes, resumes stage by stage, and what it writes loads as a policy on
 config/aloha.yaml with the top-camera layout."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -189,6 +190,7 @@ def test_offline_metrics_and_an_in_process_closed_loop_episode(quick_model):
                 "first_chunk_action_l1", "mean_first_chunk_action_l1"):
         assert np.isfinite(metrics[key]) and metrics[key] >= 0
     assert metrics["image_swap_action_change"] > 0  # the swapped camera image reaches the model
+    assert np.isfinite(metrics["first_chunk_variation_captured"])
     calls = []
     infer = policy.infer
     policy.infer = lambda obs: calls.append(obs.stamp_ns) or infer(obs)
@@ -235,3 +237,54 @@ def test_a_fitted_policy_run_length_sets_the_schedule_and_survives_a_resume(quic
     resumed.load_state(tmp_path / "run")
     assert resumed.total_steps == 50 and resumed.lr_at(50) == pytest.approx(settings.lr * 0.3)
     dataset.close()
+
+
+def test_variation_captured_is_the_share_of_the_across_episode_variation_reproduced():
+    from cosmos_policy_ros.learning.offline_eval import variation_captured
+
+    rng = np.random.default_rng(0)
+    demonstrated = rng.normal(size=(6, 50, 14))
+    mean = demonstrated.mean(axis=0)
+    assert variation_captured(demonstrated, demonstrated) == pytest.approx(1.0)
+    # aims 40 % of the way from the average episode to this one (plus a constant bias)
+    assert variation_captured(demonstrated, mean + 0.4 * (demonstrated - mean) + 0.3) == pytest.approx(0.4)
+    blind = np.broadcast_to(mean, demonstrated.shape)  # the same chunk whatever the scene
+    assert variation_captured(demonstrated, blind) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="equal shape"):
+        variation_captured(demonstrated, demonstrated[:, :10])
+    with pytest.raises(ValueError, match="two or more"):
+        variation_captured(demonstrated[:1], demonstrated[:1])
+
+
+def test_the_recipe_transformer_has_a_position_embedding_that_trains():
+    """The recipe's transformer adds the learnable (t, h, w) position embedding, drawn from
+    N(0, 1): at diffusers' zero init its normalisation has a ~1/eps gradient that would swamp
+    the gradient clip, so every other weight would barely move."""
+    from diffusers import CosmosTransformer3DModel
+
+    from cosmos_policy_ros.learning.embedded_model import init_position_embedding, transformer_config
+    from cosmos_policy_ros.model.denoiser import DenoiserNetwork
+
+    recipe = EmbeddedRecipe().quick()
+    assert transformer_config(recipe)["extra_pos_embed_type"] == "learnable"
+    assert transformer_config(replace(recipe, position_embedding=None))["extra_pos_embed_type"] is None
+
+    def embed_grad_share(init: bool) -> float:
+        torch.manual_seed(0)
+        model = CosmosTransformer3DModel(**transformer_config(recipe))
+        if init:
+            init_position_embedding(model)
+        out = DenoiserNetwork(model)(torch.randn(1, 16, 3, 8, 8), torch.full((1, 3), 5.0),
+                                     torch.tensor([[1.0, 0.0, 0.0]]), torch.randn(1, 4, recipe.text_embed_dim))
+        out.square().mean().backward()
+        grads = {name: p.grad.norm() for name, p in model.named_parameters() if p.grad is not None}
+        embed = sum(g for name, g in grads.items() if "learnable_pos_embed" in name)
+        return float(embed / sum(grads.values()))
+
+    torch.manual_seed(0)
+    model = CosmosTransformer3DModel(**transformer_config(recipe))
+    init_position_embedding(model)
+    tables = [model.learnable_pos_embed.pos_emb_h, model.learnable_pos_embed.pos_emb_w]
+    assert all(0.8 < float(t.detach().std()) < 1.2 for t in tables)
+    assert embed_grad_share(init=False) > 0.99  # zero init: the embedding's gradient is everything
+    assert embed_grad_share(init=True) < 0.5

@@ -163,3 +163,31 @@ def test_export_cli_arguments(tmp_path):
     assert args.out == "" and args.opset == onnx_backend.DEFAULT_OPSET and args.external_data == "auto"
     assert onnx_backend.run_export_onnx(parser.parse_args([str(tmp_path / "missing"), str(tmp_path / "out")])) == 1
     assert set(INPUT_NAMES) == {"noisy_latents", "sigma", "condition_frames", "text_embedding"}
+
+
+def test_a_learnable_position_embedding_keeps_its_numbers_and_exports(tmp_path):
+    """The embedded recipe's transformer has the learnable (t, h, w) position embedding;
+    diffusers' forward of it cannot be exported with a dynamic batch. The denoiser's
+    trace-friendly forward gives bit-identical embeddings and the export keeps parity."""
+    from dataclasses import replace
+
+    from diffusers import CosmosTransformer3DModel
+    from diffusers.models.transformers.transformer_cosmos import CosmosLearnablePositionalEmbed
+
+    from cosmos_policy_ros.learning.embedded_model import init_position_embedding
+    from cosmos_policy_ros.model.denoiser import DenoiserNetwork
+    from cosmos_policy_ros.model.tiny import TINY_TRANSFORMER_CONFIG, make_tiny_checkpoint
+
+    torch.manual_seed(0)
+    transformer = CosmosTransformer3DModel(**dict(TINY_TRANSFORMER_CONFIG, extra_pos_embed_type="learnable")).eval()
+    init_position_embedding(transformer)
+    embed = transformer.learnable_pos_embed
+    hidden = torch.randn(3, 17, 11, 8, 8)
+    original = CosmosLearnablePositionalEmbed.forward(embed, hidden)
+    DenoiserNetwork(transformer)  # installs the trace-friendly forward on this instance
+    assert torch.equal(embed(hidden), original) and original.abs().sum() > 0
+    checkpoint = replace(make_tiny_checkpoint(0), transformer=transformer)
+    checkpoint.save_pretrained(tmp_path / "checkpoint")
+    onnx_backend.export_onnx(tmp_path / "checkpoint", tmp_path / "onnx", log=lambda _: None)
+    meta = json.loads((tmp_path / "onnx" / META_FILE).read_text())
+    assert meta["max_abs_diff_vs_torch"] <= PARITY

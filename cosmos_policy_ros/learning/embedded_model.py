@@ -61,6 +61,11 @@ class EmbeddedRecipe:
     num_attention_heads: int = 4
     attention_head_dim: int = 32
     text_embed_dim: int = 32
+    # "learnable": the architecture's absolute (t, h, w) position embedding on top of RoPE
+    # (Cosmos-1.0's option; Predict2-2B has None). On a 4 x 4 token grid of a mostly uniform
+    # table, tokens carry no position of their own; with it the policy learns where the
+    # cube is ~1.5-2x faster (docs/training.md, "Where is the cube?").
+    position_embedding: str | None = "learnable"
     vae: VaeSettings = VAE_RECIPE
     train_steps: int = 7000
     batch_size: int = 32
@@ -89,7 +94,20 @@ def transformer_config(recipe: EmbeddedRecipe) -> dict:
     return dict(PREDICT2_2B_TRANSFORMER_CONFIG, num_layers=recipe.num_layers,
                 num_attention_heads=recipe.num_attention_heads, attention_head_dim=recipe.attention_head_dim,
                 text_embed_dim=recipe.text_embed_dim, adaln_lora_dim=recipe.attention_head_dim,
-                mlp_ratio=4.0)
+                mlp_ratio=4.0, extra_pos_embed_type=recipe.position_embedding)
+
+
+def init_position_embedding(transformer: torch.nn.Module) -> None:
+    """Draw the learnable position embedding from N(0, 1) (torch's global generator, seeded
+    with the rest of the initialisation). diffusers starts it at zero, where its RMS
+    normalisation has a ~1/eps gradient that the gradient clip then turns into a near-zero
+    step for every other weight."""
+    embed = getattr(transformer, "learnable_pos_embed", None)
+    if embed is None:
+        return
+    with torch.no_grad():
+        for table in (embed.pos_emb_t, embed.pos_emb_h, embed.pos_emb_w):
+            table.normal_(0.0, 1.0)
 
 
 def initial_checkpoint(vae_dir: Path, data_dir: Path, recipe: EmbeddedRecipe) -> CosmosCheckpoint:
@@ -99,6 +117,7 @@ def initial_checkpoint(vae_dir: Path, data_dir: Path, recipe: EmbeddedRecipe) ->
 
     torch.manual_seed(recipe.seed)
     transformer = CosmosTransformer3DModel(**transformer_config(recipe)).eval()
+    init_position_embedding(transformer)
     vae = AutoencoderKLWan.from_pretrained(vae_dir).eval()
     stats = NormalizationStats.load(data_dir / "dataset_statistics.json")
     config = PolicyConfig(

@@ -41,6 +41,7 @@ failing compilation (at warm-up or later) falls back to eager with a warning.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 import types
@@ -89,12 +90,36 @@ def _install_padding_mask_resize() -> None:
     )
 
 
+def _position_embedding_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    """diffusers' ``CosmosLearnablePositionalEmbed.forward`` with its RMS scale taken from
+    the static width (the same float: ``1 / width``) instead of ``numel()`` ratios, which
+    are symbolic under a dynamic-batch ``torch.export`` and break the ONNX export."""
+    batch, _, frames, height, width = hidden_states.shape
+    size = [frames // self.patch_size[0], height // self.patch_size[1], width // self.patch_size[2]]
+    emb_t = self.pos_emb_t[: size[0]][None, :, None, None, :].repeat(batch, 1, size[1], size[2], 1)
+    emb_h = self.pos_emb_h[: size[1]][None, None, :, None, :].repeat(batch, size[0], 1, size[2], 1)
+    emb_w = self.pos_emb_w[: size[2]][None, None, None, :, :].repeat(batch, size[0], size[1], 1, 1)
+    emb = (emb_t + emb_h + emb_w).flatten(1, 3)
+    norm = torch.linalg.vector_norm(emb, dim=-1, keepdim=True, dtype=torch.float32)
+    norm = torch.add(self.eps, norm, alpha=math.sqrt(1.0 / emb.shape[-1]))
+    return (emb / norm).type_as(hidden_states)
+
+
+def _traceable_position_embedding(transformer: nn.Module) -> None:
+    """Give a learnable position embedding (``extra_pos_embed_type="learnable"``) the
+    export-friendly forward above; the numbers are unchanged."""
+    embed = getattr(transformer, "learnable_pos_embed", None)
+    if embed is not None:
+        embed.forward = types.MethodType(_position_embedding_forward, embed)
+
+
 class DenoiserNetwork(nn.Module):
     """Preconditioning + ``CosmosTransformer3DModel``: the module an exporter exports."""
 
     def __init__(self, transformer: nn.Module) -> None:
         super().__init__()
         _install_padding_mask_resize()
+        _traceable_position_embedding(transformer)
         self.transformer = transformer
 
     def forward(
