@@ -58,7 +58,7 @@ def test_the_trained_checkpoint_runs_as_a_policy_on_the_aloha_config(quick_model
     obs = Observation(stamp_ns=0, images={"cam_high": rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)},
                       joint_positions=np.zeros(14), task="transfer the cube")
     actions = policy.infer(obs).actions
-    assert actions.shape == (50, 14) and np.all(np.isfinite(actions))
+    assert actions.shape == (EmbeddedRecipe().chunk_size, 14) and np.all(np.isfinite(actions))
 
 
 def test_vae_clips_have_the_layouts_shape_and_psnr_is_exact_for_a_perfect_reconstruction():
@@ -194,9 +194,9 @@ def test_offline_metrics_and_an_in_process_closed_loop_episode(quick_model):
     calls = []
     infer = policy.infer
     policy.infer = lambda obs: calls.append(obs.stamp_ns) or infer(obs)
-    results = closed_loop(policy, [100000], episode_length_s=1.0, progress=lambda line: None)
+    results = closed_loop(policy, [100000], episode_length_s=0.9, progress=lambda line: None)
     assert results[0]["seed"] == 100000 and results[0]["max_reward"] >= 0
-    assert len(calls) == 1  # a 50-step chunk at 25 Hz covers the whole 1 s episode
+    assert len(calls) == 1  # a 25-step chunk at 25 Hz (1 s) covers the whole 0.9 s episode
 
 
 def test_a_time_budget_fits_the_vae_step_count_and_a_resume_keeps_it(quick_model, tmp_path):

@@ -47,7 +47,24 @@ def test_skew_and_stale(aloha_config):
     assert asm.refusals["stale"] == 1
 
 
+def test_latest_joint_sample_is_used_by_default(aloha_config):
+    """The training data pairs each tick's joints with the last frame: so does the default."""
+    assert aloha_config.joint_sample == "latest"
+    asm = ObservationAssembler(aloha_config)
+    feed(asm, 1000, value=0.1)
+    for t, value in ((1100, 0.2), (1200, 0.3), (1300, 0.4)):  # 300 ms of joints after the frame
+        for arm in ("left", "right"):
+            asm.add_joint_state(arm, t * MS, ARM_NAMES, [value] * 6 + [0.05800])
+    obs = asm.assemble(1300 * MS)
+    assert obs.joint_positions[0] == pytest.approx(0.4) and obs.stamp_ns == 1300 * MS
+    assert asm.assemble(1000 * MS + int(aloha_config.max_age_s * 1e9) + MS) is None  # the frames aged out
+    assert asm.refusals["stale"] == 1
+
+
 def test_joint_sample_nearest_to_frames_is_used(aloha_config):
+    from dataclasses import replace
+
+    aloha_config = replace(aloha_config, observation=replace(aloha_config.observation, joint_sample="nearest_frame"))
     asm = ObservationAssembler(aloha_config)
     feed(asm, 1000, value=0.1)
     for t, value in ((1020, 0.2), (1040, 0.3), (1060, 0.4)):  # joints keep streaming after the frame
@@ -96,3 +113,26 @@ def test_frames_are_decoded_on_assembly_and_bad_ones_refused(aloha_config):
     assert sum(v for k, v in asm.refusals.items() if k.startswith("bad_image:")) == 1
     assert "corrupt jpeg" in asm.last_refusal
     assert asm.assemble(1000 * MS) is None  # the bad frame is gone until a new one arrives
+
+
+def test_an_episode_start_keeps_what_the_new_episode_already_sent(aloha_config):
+    """Topics are not ordered against each other: the new episode's first frame and state
+    can arrive before its START event. Clearing up to the start stamp keeps them (the eval-mode
+    sim waits for the first chunk and sends nothing new); older data is forgotten."""
+    asm = ObservationAssembler(aloha_config, required_privileged=("object_pose",))
+    feed(asm, 1000, value=0.3)  # the previous episode
+    asm.set_privileged("object_pose", np.zeros(7), 1000 * MS)
+    feed(asm, 2000, value=0.1)  # the new episode's first state, before its START
+    asm.set_privileged("object_pose", np.ones(7), 2000 * MS)
+    asm.clear(before_ns=2000 * MS)
+    obs = asm.assemble(2000 * MS)
+    assert obs is not None and obs.joint_positions[0] == pytest.approx(0.1)
+    assert obs.privileged["object_pose"][0] == 1.0
+    asm.clear(before_ns=2001 * MS)  # everything is older now
+    assert asm.assemble(2001 * MS) is None and asm.refusals["missing_camera:cam_high"] == 1
+    feed(asm, 2100)
+    asm.set_privileged("object_pose", np.ones(7))  # unstamped: dropped by any start
+    asm.clear(before_ns=2050 * MS)
+    assert asm.assemble(2100 * MS) is None and asm.refusals["missing_privileged:object_pose"] == 1
+    asm.clear()
+    assert asm.assemble(2100 * MS) is None and asm.refusals["missing_camera:cam_high"] == 2

@@ -1,7 +1,7 @@
-"""The shipped embedded checkpoint (trained by `make embedded-model`) acts on the task: on
-held-out seeds (not among its demonstrations) it reaches, grasps and lifts the cube, which a
-random model cannot do, so an inference regression fails here. In-process: the sim stepped
-by the executor's logic, a chunk asked for whenever the executor has none."""
+"""The shipped embedded checkpoint (trained by `make embedded-model`) solves the task on
+held-out seeds (not among its demonstrations), which a random model never does (it does not
+touch the cube), so an inference regression fails here. In-process: the sim stepped by the
+executor's logic, a chunk asked for whenever the executor has none."""
 import numpy as np
 import pytest
 import torch
@@ -11,9 +11,10 @@ from cosmos_policy_ros.learning.offline_eval import closed_loop
 from cosmos_policy_ros.model.checkpoint import shipped_checkpoint
 from cosmos_policy_ros.model.cosmos_policy import CosmosPolicy
 
-# Measured when it was trained (offline-eval, seeds 100000-100019): max reward 2, 0, 1, 1, 1, 1,
-# 2, 1, 0, 1, ... of 4 (mean 0.75); no success yet (see README, "The embedded model").
-SEEDS = (100000, 100001, 100002, 100003)
+# Measured when it was trained (offline-eval, seeds 100000-100019): max reward 0, 2, 2, 4, 4, 4,
+# 2, 4, 0, 2, ... of 4 (4: transferred); 7/20 successes, 4 of them in the first 8 seeds here
+# (see README, "The embedded model"). The thresholds leave room for other CPUs' rounding.
+SEEDS = tuple(range(100000, 100008))
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +26,15 @@ def policy():
 
 def test_checkpoint_is_the_top_camera_recipe(policy):
     assert policy.config.camera_names == ("cam_high",) and policy.config.image_size == 64
-    assert policy.config.control_rate_hz == 25.0 and policy.config.chunk_size == 50
+    assert policy.config.control_rate_hz == 25.0 and policy.config.chunk_size == 25
 
 
-def test_held_out_episodes_reach_grasp_and_lift_the_cube(policy):
+def test_held_out_episodes_transfer_the_cube(policy):
     results = closed_loop(policy, list(SEEDS), load_config("aloha"), progress=lambda line: None)
     rewards = [r["max_reward"] for r in results]
-    # reward 1: the right gripper touches the cube, 2: lifts it (a random model stays at 0).
-    assert sum(rewards) >= 3 and max(rewards) >= 2, rewards
+    # reward 1: the right gripper touches the cube, 2: lifts it, 3: both touch it, 4: the left
+    # one holds it alone (success). A random model stays at 0.
+    assert sum(r["success"] for r in results) >= 2 and sum(rewards) >= 12, rewards
 
 
 def test_first_chunk_moves_toward_the_demonstrated_grasp(policy):
@@ -50,7 +52,7 @@ def test_first_chunk_moves_toward_the_demonstrated_grasp(policy):
 
     obs = Observation(stamp_ns=0, images={"cam_high": expert.images["cam_high"][0]},
                       joint_positions=expert.qpos[0], task="transfer the cube")
-    chunk = policy.infer(obs).actions  # [50, 14] at 25 Hz: expert steps 0, 2, 4, ... at 50 Hz
+    chunk = policy.infer(obs).actions  # [25, 14] at 25 Hz: expert steps 0, 2, 4, ... at 50 Hz
     target = expert.action[: 2 * len(chunk): 2]
     n = min(len(chunk), len(target))
     assert np.abs(chunk[:n] - target[:n]).mean() < 0.5 * np.abs(expert.qpos[0] - target[:n]).mean()

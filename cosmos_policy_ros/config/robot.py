@@ -216,6 +216,10 @@ class RobotConfig:
     def max_age_s(self) -> float:
         return self.observation.max_age_s
 
+    @property
+    def joint_sample(self) -> str:
+        return self.observation.joint_sample
+
 
 def _require(mapping: dict, key: str, where: str, kind: type | tuple[type, ...], what: str):
     if key not in mapping:

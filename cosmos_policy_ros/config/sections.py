@@ -34,6 +34,9 @@ class ObservationSettings:
 
     max_skew_s: float = setting(0.1, _positive, "seconds > 0")  # newest minus oldest message
     max_age_s: float = setting(0.5, _positive, "seconds > 0")  # now minus oldest message
+    # latest: the newest joint state with the newest frames (what the training data pairs);
+    # nearest_frame: the joint sample nearest to the newest required frame
+    joint_sample: Literal["latest", "nearest_frame"] = "latest"
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,19 @@
 """Observation assembly: newest camera frames and joint states -> one time-consistent
 `Observation`, or a counted reason why none can be made.
 
-Rules: every required camera and every arm must have a message; the spread of their
-stamps (skew) must be <= max_skew_s and the oldest must be <= max_age_s old. Optional
-cameras are included when they pass the same checks and dropped otherwise. Joint states
-arrive faster than frames: a short history per arm is kept and the sample nearest to the
-newest required frame is used, so proprio and images describe the same instant.
+Rules: every required camera and every arm must have a message and the oldest must be
+<= max_age_s old. Which joint sample goes with the frames is ``observation.joint_sample``:
+
+- ``latest`` (default): the newest joint state, with the newest frames, as the training
+  data pairs them (demonstrations and converted bags hold each control tick's joints with
+  the last frame received, and the official ALOHA client reads both the same way). The
+  frames' stamps must be within max_skew_s of each other; the observation is stamped at the
+  newest message (the joint state), so a blocking chunk starts at its first action.
+- ``nearest_frame``: a short history per arm is kept and the sample nearest to the newest
+  required frame is used (proprio and images of the same instant); the spread of all
+  stamps must be <= max_skew_s.
+
+Optional cameras are included when they pass the same checks and dropped otherwise.
 """
 from __future__ import annotations
 
@@ -33,9 +41,11 @@ class ObservationAssembler:
         self.required_privileged = tuple(required_privileged)
         self.max_skew_ns = int(config.max_skew_s * 1e9)
         self.max_age_ns = int(config.max_age_s * 1e9)
+        self.joint_sample = config.joint_sample
         self._images: dict[str, _Stamped] = {}
         self._arms: dict[str, deque[_Stamped]] = {}
         self._privileged: dict[str, np.ndarray] = {}
+        self._privileged_stamps: dict[str, int | None] = {}
         self.refusals: Counter[str] = Counter()
         self.last_refusal = ""
         self.assembled = 0
@@ -54,13 +64,31 @@ class ObservationAssembler:
         joint_state_to_positions(arm, list(names), np.asarray(positions, dtype=np.float64), partial)
         self._arms.setdefault(arm_name, deque(maxlen=self.JOINT_HISTORY)).append(_Stamped(stamp_ns, partial))
 
-    def set_privileged(self, key: str, value: np.ndarray) -> None:
+    def set_privileged(self, key: str, value: np.ndarray, stamp_ns: int | None = None) -> None:
         self._privileged[key] = np.asarray(value, dtype=np.float64)
+        self._privileged_stamps[key] = stamp_ns
 
-    def clear(self) -> None:
-        self._images.clear()
-        self._arms.clear()
-        self._privileged.clear()
+    def clear(self, before_ns: int | None = None) -> None:
+        """Forget what was received; with ``before_ns``, only what is stamped earlier (an
+        episode start): messages of the new episode that arrived before its START event
+        are kept (topics are not ordered against each other; dropping the first frame of
+        an episode whose sim waits for the first chunk would stall it)."""
+        if before_ns is None:
+            self._images.clear()
+            self._arms.clear()
+            self._privileged.clear()
+            self._privileged_stamps.clear()
+            return
+        for name in [n for n, s in self._images.items() if s.stamp_ns < before_ns]:
+            del self._images[name]
+        for name, history in list(self._arms.items()):
+            kept = [s for s in history if s.stamp_ns >= before_ns]
+            if kept:
+                self._arms[name] = deque(kept, maxlen=self.JOINT_HISTORY)
+            else:
+                del self._arms[name]
+        for key in [k for k, s in self._privileged_stamps.items() if s is None or s < before_ns]:
+            del self._privileged[key], self._privileged_stamps[key]
 
     def assemble(self, now_ns: int, decode=None) -> Observation | None:
         """The observation at `now_ns`, or None (reason counted in `refusals`).
@@ -81,18 +109,22 @@ class ObservationAssembler:
             history = self._arms.get(arm.name)
             if not history:
                 return self._refuse(f"missing_joint_state:{arm.name}")
-            if reference_ns is None:
+            if reference_ns is None or self.joint_sample == "latest":
                 chosen[arm.name] = history[-1]
             else:
                 chosen[arm.name] = min(history, key=lambda s: abs(s.stamp_ns - reference_ns))
             parts.append((f"arm:{arm.name}", chosen[arm.name].stamp_ns))
 
         required = {c.name for c in self.config.cameras if c.required} | {f"arm:{a.name}" for a in self.config.arms}
-        newest = max(s for n, s in parts if n in required)
+        # the messages that must be close in time: every one, or (latest joints) the frames
+        synced = (lambda n: not n.startswith("arm:")) if self.joint_sample == "latest" else (lambda n: True)
+        reference = [s for n, s in parts if n in required and synced(n)]
+        newest = max(reference) if reference else max(s for n, s in parts if n in required)
         # Optional cameras that do not fit the required ones are dropped, not fatal.
         parts = [(n, s) for n, s in parts if n in required or (newest - s <= self.max_skew_ns and now_ns - s <= self.max_age_ns)]
         stamps = [s for _, s in parts]
-        if max(stamps) - min(stamps) > self.max_skew_ns:
+        skew_stamps = [s for n, s in parts if synced(n)]
+        if skew_stamps and max(skew_stamps) - min(skew_stamps) > self.max_skew_ns:
             return self._refuse("skew", parts)
         if now_ns - min(stamps) > self.max_age_ns:
             return self._refuse("stale", parts, now_ns)

@@ -55,7 +55,10 @@ class EmbeddedRecipe:
     demo_length_s: float | None = None  # None: the config's sim.episode_length_s (only successes kept)
     demo_compression: str | None = "lzf"  # None: larger files, ~10x faster frame reads
     image_size: int = 64
-    chunk_size: int = 50  # at 25 Hz: 2 s of motion
+    # At 25 Hz: 1 s of motion. At 64 px a latent frame (1024 values) holds the 25 x 14 actions twice
+    # (averaged on extraction); a 50-step chunk fits once and its actions jitter
+    # (docs/training.md, "A 25-step chunk").
+    chunk_size: int = 25
     control_rate_hz: float = 25.0
     num_layers: int = 6
     num_attention_heads: int = 4
@@ -242,6 +245,8 @@ def add_embedded_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-budget", type=float, default=0.0, metavar="S",
                         help="fit the whole run to S seconds (the VAE and policy step counts follow)")
     parser.add_argument("--train-steps", type=int, default=0, help="override the recipe's training steps")
+    parser.add_argument("--chunk-size", type=int, default=0,
+                        help="override the recipe's action chunk length (control steps at 25 Hz)")
     parser.add_argument("--config", default="aloha", help="robot YAML the sim runs with")
 
 
@@ -253,6 +258,8 @@ def run_embedded_model(args: argparse.Namespace) -> int:
         recipe = recipe.quick()
     if args.train_steps:
         recipe = replace(recipe, train_steps=args.train_steps)
+    if args.chunk_size:
+        recipe = replace(recipe, chunk_size=args.chunk_size)
     build_embedded_model(args.out, args.work, recipe, args.config, progress=lambda line: print(line, flush=True),
                          device=args.device, workers=args.workers, time_budget_s=args.time_budget or None)
     return 0

@@ -123,13 +123,17 @@ class PolicyNode(Node):
     def _on_object_pose(self, msg) -> None:
         p, q = msg.pose.position, msg.pose.orientation
         with self._lock:
-            self.assembler.set_privileged("object_pose", np.array([p.x, p.y, p.z, q.w, q.x, q.y, q.z]))
+            self.assembler.set_privileged("object_pose", np.array([p.x, p.y, p.z, q.w, q.x, q.y, q.z]),
+                                          stamp_to_ns(msg.header.stamp))
 
     def _on_event(self, msg) -> None:
         if msg.event == msg.START:
             with self._lock:
                 self._episode += 1
-                self.assembler.clear()
+                # keep what the new episode already sent (its START may arrive after its first
+                # frame); an unstamped START (0) forgets everything
+                start_ns = stamp_to_ns(msg.header.stamp)
+                self.assembler.clear(before_ns=start_ns or None)
                 self.policy.reset()
                 self.trigger = InferenceTrigger(mode=self.trigger.mode, margin_s=self.trigger.margin_s,
                                                 initial_latency_s=self.trigger.latency_s)
