@@ -59,6 +59,11 @@ def test_latest_joint_sample_is_used_by_default(aloha_config):
     assert obs.joint_positions[0] == pytest.approx(0.4) and obs.stamp_ns == 1300 * MS
     assert asm.assemble(1000 * MS + int(aloha_config.max_age_s * 1e9) + MS) is None  # the frames aged out
     assert asm.refusals["stale"] == 1
+    # a joint stream that stalled behind the cameras is refused, not paired with new frames
+    feed(asm, 1600, joints_ms=1300)
+    for cam in ("cam_high", "cam_left_wrist", "cam_right_wrist"):
+        asm.add_image(cam, 1500 * MS, np.zeros((4, 4, 3), np.uint8))
+    assert asm.assemble(1600 * MS) is None and asm.refusals["skew"] == 1
 
 
 def test_joint_sample_nearest_to_frames_is_used(aloha_config):

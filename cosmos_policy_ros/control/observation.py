@@ -7,8 +7,10 @@ Rules: every required camera and every arm must have a message and the oldest mu
 - ``latest`` (default): the newest joint state, with the newest frames, as the training
   data pairs them (demonstrations and converted bags hold each control tick's joints with
   the last frame received, and the official ALOHA client reads both the same way). The
-  frames' stamps must be within max_skew_s of each other; the observation is stamped at the
-  newest message (the joint state), so a blocking chunk starts at its first action.
+  frames must be within max_skew_s of each other and the joint states no older than the
+  newest frame by more than that (joints newer than the frames are expected: cameras are
+  the slower stream); the observation is stamped at the newest message (the joint state),
+  so a blocking chunk starts at its first action.
 - ``nearest_frame``: a short history per arm is kept and the sample nearest to the newest
   required frame is used (proprio and images of the same instant); the spread of all
   stamps must be <= max_skew_s.
@@ -110,21 +112,25 @@ class ObservationAssembler:
             if not history:
                 return self._refuse(f"missing_joint_state:{arm.name}")
             if reference_ns is None or self.joint_sample == "latest":
-                chosen[arm.name] = history[-1]
+                chosen[arm.name] = max(history, key=lambda s: s.stamp_ns)
             else:
                 chosen[arm.name] = min(history, key=lambda s: abs(s.stamp_ns - reference_ns))
             parts.append((f"arm:{arm.name}", chosen[arm.name].stamp_ns))
 
         required = {c.name for c in self.config.cameras if c.required} | {f"arm:{a.name}" for a in self.config.arms}
-        # the messages that must be close in time: every one, or (latest joints) the frames
-        synced = (lambda n: not n.startswith("arm:")) if self.joint_sample == "latest" else (lambda n: True)
-        reference = [s for n, s in parts if n in required and synced(n)]
-        newest = max(reference) if reference else max(s for n, s in parts if n in required)
+        newest = max(s for n, s in parts if n in required)
+        skew_stamps = [s for _, s in parts]
+        if self.joint_sample == "latest" and reference_ns is not None:
+            # joints newer than the frames are the point (the camera is the slower stream);
+            # joints older than the newest frame by more than max_skew_s are a stalled stream
+            newest = reference_ns
+            skew_stamps = [min(s, reference_ns) if n.startswith("arm:") else s for n, s in parts]
         # Optional cameras that do not fit the required ones are dropped, not fatal.
-        parts = [(n, s) for n, s in parts if n in required or (newest - s <= self.max_skew_ns and now_ns - s <= self.max_age_ns)]
+        keep = [n in required or (newest - s <= self.max_skew_ns and now_ns - s <= self.max_age_ns) for n, s in parts]
+        parts = [p for p, k in zip(parts, keep) if k]
+        skew_stamps = [s for s, k in zip(skew_stamps, keep) if k]
         stamps = [s for _, s in parts]
-        skew_stamps = [s for n, s in parts if synced(n)]
-        if skew_stamps and max(skew_stamps) - min(skew_stamps) > self.max_skew_ns:
+        if max(skew_stamps) - min(skew_stamps) > self.max_skew_ns:
             return self._refuse("skew", parts)
         if now_ns - min(stamps) > self.max_age_ns:
             return self._refuse("stale", parts, now_ns)
