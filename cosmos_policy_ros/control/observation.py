@@ -5,8 +5,9 @@ Rules: every required camera and every arm must have a message and the oldest mu
 <= max_age_s old. Which joint sample goes with the frames is ``observation.joint_sample``:
 
 - ``latest`` (default): the newest joint state, with the newest frames, as the training
-  data pairs them (demonstrations and converted bags hold each control tick's joints with
-  the last frame received, and the official ALOHA client reads both the same way). The
+  data pairs them (every sample holds a control tick's own joints with a frame near it:
+  the last one rendered in demonstrations, the nearest in converted bags; the official
+  ALOHA client reads the newest of each). The
   frames must be within max_skew_s of each other and the joint states no older than the
   newest frame by more than that (joints newer than the frames are expected: cameras are
   the slower stream); the observation is stamped at the newest message (the joint state),
