@@ -7,10 +7,9 @@ Rules: every required camera and every arm must have a message and the oldest mu
 - ``latest`` (default): the newest joint state, with the newest frames, as the training
   data pairs them (every sample holds a control tick's own joints with a frame near it:
   the last one rendered in demonstrations, the nearest in converted bags; the official
-  ALOHA client reads the newest of each). The
-  frames must be within max_skew_s of each other and the joint states no older than the
-  newest frame by more than that (joints newer than the frames are expected: cameras are
-  the slower stream); the observation is stamped at the newest message (the joint state),
+  ALOHA client reads the newest of each). The frames must be within max_skew_s of each
+  other and the joint states no older than the newest frame by more than that (joints
+  newer than the frames are expected: cameras are the slower stream); the observation is stamped at the newest message (the joint state),
   so a blocking chunk starts at its first action.
 - ``nearest_frame``: a short history per arm is kept and the sample nearest to the newest
   required frame is used (proprio and images of the same instant); the spread of all
