@@ -22,6 +22,8 @@ TOOLS = {
                         "run_bags_to_dataset", "recorded rosbag2 episodes -> ALOHA HDF5 training episodes"),
     "train": ("cosmos_policy_ros.learning.training", "add_train_arguments", "run_train",
               "fine-tune a checkpoint folder (policy / world model / value objectives)"),
+    "pack-dataset": ("cosmos_policy_ros.learning.packed_dataset", "add_pack_dataset_arguments", "run_pack_dataset",
+                     "episode folders -> one small file of preprocessed samples (train on another host)"),
     "export-onnx": ("cosmos_policy_ros.model.onnx_backend", "add_export_onnx_arguments", "run_export_onnx",
                     "export a checkpoint's denoiser to ONNX"),
     "demos": ("cosmos_policy_ros.learning.demos", "add_demos_arguments", "run_demos",

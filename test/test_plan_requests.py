@@ -10,6 +10,7 @@ pytest.importorskip("cosmos_policy_ros.msg")
 
 from cosmos_policy_ros.config import ConfigError, load_config  # noqa: E402
 from cosmos_policy_ros.nodes.plan_requests import (  # noqa: E402
+    GRIPPER_MEASURED_TOLERANCE,
     LIMIT_TOLERANCE,
     NewestPerClient,
     PlannerStats,
@@ -128,6 +129,27 @@ def test_joint_positions_outside_the_limits_are_refused(config, rules):
     exc = refused(msg, rules)
     assert exc.field == "joint_positions"
     assert "right_elbow = 1.81 outside limits [-1.76, 1.61]" in str(exc)
+
+
+def test_a_measured_gripper_past_its_closed_point_is_planned_but_not_a_candidate_there(config, rules):
+    # The sim's fingers closing on nothing read about -0.23 (seen in an eval: 4 of 180
+    # requests refused while the plain policy acted on the same states).
+    msg = make_request(config, n=1)
+    joints = np.asarray(msg.joint_positions)
+    joints[6] = -0.23
+    msg.joint_positions = joints
+    validate_request(msg, rules)
+    joints[6] = -(GRIPPER_MEASURED_TOLERANCE + 0.05)  # beyond any squeeze: a fault
+    msg.joint_positions = joints
+    exc = refused(msg, rules)
+    assert exc.field == "joint_positions" and f"(tolerance {GRIPPER_MEASURED_TOLERANCE:g})" in str(exc)
+    joints[6] = 0.5
+    msg.joint_positions = joints
+    positions = np.asarray(msg.candidates[0].positions).reshape(HORIZON, config.dof)
+    positions[2, 6] = -0.23  # a command below closed is still refused
+    set_positions(msg.candidates[0], positions)
+    exc = refused(msg, rules)
+    assert exc.field == "candidates[0].positions" and f"(tolerance {LIMIT_TOLERANCE:g})" in str(exc)
 
 
 def test_joint_positions_of_the_wrong_length_are_refused(config, rules):

@@ -354,7 +354,7 @@ class Trainer:
             videos[key] = (sample, self._video_digest(sample))
         pending = [d for d in dict.fromkeys(d for _, d in videos.values()) if d not in self._video_latents]
         by_digest = {d: sample for sample, d in videos.values()}
-        micro_batch = micro_batch or (64 if self.device.type == "cuda" else 4)
+        micro_batch = micro_batch or (256 if self.device.type == "cuda" else 4)
         for start in range(0, len(pending), micro_batch):
             part = pending[start : start + micro_batch]
             video = torch.stack([self._raw_video(by_digest[d]) for d in part])

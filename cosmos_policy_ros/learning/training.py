@@ -2,7 +2,8 @@
 episodes with the official Cosmos Policy recipe (``learning.trainer``).
 
 ``--data`` folders are demonstrations, ``--rollouts`` folders are rollouts with their
-outcomes (see ``learning.training_data`` for the official data mix). Defaults follow the
+outcomes (see ``learning.training_data`` for the official data mix); ``--packed`` reads
+both from one ``pack-dataset`` file instead (``learning.packed_dataset``). Defaults follow the
 official ALOHA runs: augmentation on, AdamW betas (0.9, 0.99), the two-cycle linear
 learning-rate schedule of the policy run (warm-up 2000, decay to 0.3x at 20k, 0.06x
 after) or, with ``--rollouts``, of the planning-model run (1500 / 15k). For short runs set
@@ -49,6 +50,7 @@ from cosmos_policy_ros.learning.training_data import (
     TrainingDataError,
     TrainingSample,
 )
+from cosmos_policy_ros.learning.packed_dataset import PackedDataset
 from cosmos_policy_ros.model.checkpoint import CheckpointError, CosmosCheckpoint
 from cosmos_policy_ros.model.layout import MODES
 from cosmos_policy_ros.model.normalization import NormalizationStats
@@ -77,6 +79,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rollouts", nargs="+", action="extend", default=[], metavar="DIR",
                         help="rollout episode folders (world model 50%%, value 50%%, successes and failures drawn "
                              "50/50: the planning model)")
+    parser.add_argument("--packed", default="", metavar="FILE",
+                        help="train on a `pack-dataset` file instead of --data/--rollouts folders")
     parser.add_argument("--demo-fraction", type=float, default=None,
                         help="share of demonstration samples (default: 0.1 with --rollouts, the official planning "
                              "mix; 0.5 without, where demonstrations also count as success rollouts)")
@@ -157,10 +161,11 @@ def run_train(args: argparse.Namespace) -> int:
             dist.destroy_process_group()
 
 
-def _schedule(args: argparse.Namespace) -> LinearWarmupDecaySchedule | None:
+def _schedule(args: argparse.Namespace, planning: bool | None = None) -> LinearWarmupDecaySchedule | None:
+    """``planning``: the data holds rollouts (default: ``--rollouts`` was given)."""
     if args.lr_schedule == "constant":
         return None
-    preset = PLANNING_SCHEDULE if args.rollouts else POLICY_SCHEDULE
+    preset = PLANNING_SCHEDULE if (bool(args.rollouts) if planning is None else planning) else POLICY_SCHEDULE
     warmup = preset.warmup_steps if args.warmup_steps is None else args.warmup_steps
     decay = preset.decay_steps if args.decay_steps is None else args.decay_steps
     try:
@@ -191,16 +196,33 @@ def _train(args: argparse.Namespace, device: torch.device, rank: int, world_size
         if (out / "cosmos_policy.json").exists():
             raise TrainingDataError(f"--out {out} already holds a checkpoint; add --resume to continue it or pick a new folder")
     checkpoint = CosmosCheckpoint.from_pretrained(source, device="cpu", dtype=torch.float32)
-    dataset = EpisodeDataset(checkpoint.config, args.data, args.rollouts, task_override=args.task)
+    if args.packed:
+        if args.data or args.rollouts:
+            raise TrainingDataError("--packed replaces --data/--rollouts; give one or the other")
+        dataset = PackedDataset(checkpoint.config, args.packed, task_override=args.task)
+        has_demos = any(e.source == "demo" for e in dataset.episodes)
+        has_rollouts = any(e.source == "rollout" for e in dataset.episodes)
+    else:
+        dataset = EpisodeDataset(checkpoint.config, args.data, args.rollouts, task_override=args.task)
+        has_demos, has_rollouts = bool(args.data), bool(args.rollouts)
     if args.stats == "dataset" and not args.resume:
-        folder = Path((args.data or args.rollouts)[0])
-        checkpoint.stats = NormalizationStats.load(folder / "dataset_statistics.json")
-        checkpoint.validate(str(folder))
+        if args.packed:
+            if dataset.statistics is None:
+                raise TrainingDataError(f"{args.packed}: the pack holds no dataset_statistics.json; use --stats checkpoint")
+            try:
+                checkpoint.stats = NormalizationStats.from_dict(dataset.statistics, source=f"{args.packed} statistics")
+            except ValueError as err:
+                raise TrainingDataError(str(err)) from err
+            checkpoint.validate(str(args.packed))
+        else:
+            folder = Path((args.data or args.rollouts)[0])
+            checkpoint.stats = NormalizationStats.load(folder / "dataset_statistics.json")
+            checkpoint.validate(str(folder))
     settings = TrainSettings(
         batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, weight_decay=args.weight_decay,
-        grad_clip=args.grad_clip, schedule=_schedule(args), seed=args.seed, augment=not args.no_augment,
+        grad_clip=args.grad_clip, schedule=_schedule(args, has_rollouts), seed=args.seed, augment=not args.no_augment,
         augment_variants=args.augment_variants,
-        mix=DataMix.official(bool(args.data), bool(args.rollouts), args.demo_fraction),
+        mix=DataMix.official(has_demos, has_rollouts, args.demo_fraction),
     )
     trainer = Trainer(checkpoint, dataset, settings, device=device, rank=rank, world_size=world_size)
     if args.resume:
@@ -222,12 +244,15 @@ def _train(args: argparse.Namespace, device: torch.device, rank: int, world_size
     log_path = out / LOG_FILE
     window = {m: [0.0, 0.0, 0] for m in MODES}
     started, window_start = time.perf_counter(), trainer.step
-    fit_from = (trainer.step, started)
+    # the rate of 20 steps after 5 warm-up steps (allocator, kernel autotuning) sets the count
+    fit_from = (trainer.step + 5, None)
     bar = tqdm(total=target, initial=trainer.step, desc="train", unit="step", disable=not main_process or not sys.stderr.isatty())
     while trainer.step < target:
         result = trainer.train_step()
         bar.update(1)
-        if fitting and result.step - fit_from[0] == 20:
+        if fitting and result.step == fit_from[0]:
+            fit_from = (result.step, time.perf_counter())
+        elif fitting and result.step - fit_from[0] == 20:
             fitting = False
             now = time.perf_counter()
             rate = 20 / (now - fit_from[1])

@@ -6,7 +6,7 @@ Owns:
   ``PlanInputs`` for the planning model, or ``RequestRefused`` naming the field and the
   value that cannot be scored: candidate count (``planning.max_candidates``), joint names
   and horizon, finite joint and candidate positions within the robot YAML's ``limits``
-  (plus ``LIMIT_TOLERANCE``), cameras, image encodings and sizes, task, deadline. Nothing
+  (plus ``LIMIT_TOLERANCE``; a measured gripper ``GRIPPER_MEASURED_TOLERANCE``), cameras, image encodings and sizes, task, deadline. Nothing
   here runs the model, so a refusal costs microseconds to milliseconds.
 - ``NewestPerClient``: requests waiting for the model, at most one per client; a newer
   request from the same client replaces (supersedes) the waiting one, so the planner never
@@ -30,6 +30,10 @@ from cosmos_policy_ros.types import ActionChunk, Observation
 # opening) before a request is refused: the margin the executor allows a measurement
 # (ChunkExecutor.MEASURED_MARGIN). Anything further is a fault, not noise.
 LIMIT_TOLERANCE = 0.1
+# A gripper's *measured* opening may lie further below its calibrated closed point: fingers
+# closing on nothing, or squeezing, read past it (the sim's fingers reach about -0.25). The
+# plain policy scores such states, so the planner must too; candidates keep LIMIT_TOLERANCE.
+GRIPPER_MEASURED_TOLERANCE = 0.5
 
 
 class RequestRefused(ValueError):
@@ -54,6 +58,14 @@ class RequestRules:
     tasks: frozenset[str] | None = None  # None: any task (the model refuses unknown ones)
     default_task: str = ""  # what an empty task means
     tolerance: float = LIMIT_TOLERANCE
+    gripper_joints: frozenset[str] = frozenset()  # measured with GRIPPER_MEASURED_TOLERANCE
+
+    def tolerances(self, measured: bool) -> np.ndarray:
+        """Per joint: how far outside the limits a value may lie (measured positions or commands)."""
+        tol = np.full(len(self.joint_names), self.tolerance)
+        if measured:
+            tol[[n in self.gripper_joints for n in self.joint_names]] = max(self.tolerance, GRIPPER_MEASURED_TOLERANCE)
+        return tol
 
     @classmethod
     def from_config(cls, config, max_candidates: int, joint_names, camera_names, horizon: int,
@@ -66,9 +78,11 @@ class RequestRules:
             raise ValueError(f"{config.path}: joints {missing} of the planning model have no limits "
                              f"(joint_names {list(limits.joint_names)})")
         order = [limits.joint_names.index(n) for n in names]
+        grippers = frozenset(arm.gripper.joint for arm in config.arms if arm.gripper is not None)
         return cls(joint_names=names, camera_names=tuple(camera_names), horizon=int(horizon),
                    lower=limits.lower[order], upper=limits.upper[order], max_candidates=int(max_candidates),
-                   tasks=None if tasks is None else frozenset(tasks), default_task=default_task)
+                   tasks=None if tasks is None else frozenset(tasks), default_task=default_task,
+                   gripper_joints=grippers)
 
 
 @dataclass(frozen=True)
@@ -82,19 +96,20 @@ class PlanInputs:
     action_latents: np.ndarray | None = None  # [N, C, h, w] the policy's raw action frames, if sent
 
 
-def _outside(values: np.ndarray, rules: RequestRules) -> np.ndarray:
+def _outside(values: np.ndarray, rules: RequestRules, measured: bool = False) -> np.ndarray:
     """Mask of entries (last axis = joints) that are non-finite or outside the limits + tolerance."""
+    tol = rules.tolerances(measured)
     with np.errstate(invalid="ignore"):
-        low, high = rules.lower - rules.tolerance, rules.upper + rules.tolerance
+        low, high = rules.lower - tol, rules.upper + tol
         return ~np.isfinite(values) | (values < low) | (values > high)
 
 
-def _describe(value: float, joint: int, rules: RequestRules) -> str:
+def _describe(value: float, joint: int, rules: RequestRules, measured: bool = False) -> str:
     name = rules.joint_names[joint]
     if not np.isfinite(value):
         return f"{name} = {value} is not finite"
     return (f"{name} = {value:.6g} outside limits [{rules.lower[joint]:g}, {rules.upper[joint]:g}] "
-            f"(tolerance {rules.tolerance:g})")
+            f"(tolerance {rules.tolerances(measured)[joint]:g})")
 
 
 def validate_request(request, rules: RequestRules) -> PlanInputs:
@@ -138,10 +153,11 @@ def validate_request(request, rules: RequestRules) -> PlanInputs:
     if joints.shape != (len(names),):
         raise RequestRefused("joint_positions", f"{joints.size} entries, expected {len(names)}")
     joints = joints[order]
-    bad = np.flatnonzero(_outside(joints, rules))
+    bad = np.flatnonzero(_outside(joints, rules, measured=True))
     if bad.size:
         j = int(bad[0])
-        raise RequestRefused("joint_positions", f"{_describe(joints[j], j, rules)} ({bad.size} bad entries)")
+        raise RequestRefused("joint_positions", f"{_describe(joints[j], j, rules, measured=True)} "
+                                                f"({bad.size} bad entries)")
 
     candidates = np.stack([c.positions[:, order] for c in chunks])  # [N, horizon, dof]
     bad = np.argwhere(_outside(candidates, rules))

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Train embedded-policy variants side by side on one GPU from packed datasets
+# (`cosmos-policy-ros pack-dataset`), for a lent GPU machine with no sim and no network.
+# docs/training.md, "Training on a GPU host from packed data", says what ran and what came of it.
+#
+# Needs in .gpu/ (carried): whl/ (diffusers, importlib_metadata, zipp wheels; skipped when
+# diffusers imports), vae/ (the embedded VAE), stats/dataset_statistics.json and the packs
+# named in VARIANTS. Run from the repository root:
+#     BUDGET=450 OUT=/tmp/out bash scripts/gpu_train_packed.sh
+# Each variant: name, transformer size (small: 6 layers x 4 heads x 32, the CPU recipe's;
+# medium: 8 x 6 x 32), pack. Every run gets BUDGET seconds (train --time-budget); a watchdog
+# stops what is still running at BUDGET + 50 s. Checkpoints (without the VAE, which is .gpu/vae)
+# come back as tar parts of at most 15 MB in OUT, with all logs in OUT/logs.txt.
+set -u
+BUDGET=${BUDGET:-450}
+HARD=$((BUDGET + 50))
+OUT=${OUT:?set OUT to the folder that comes back}
+WORK=${WORK:-/tmp/gpu_train}
+DEVICE=${DEVICE:-cuda}
+BATCH=${BATCH:-256}
+VARIANTS=${VARIANTS:-"A:small:pack60c.npz B:small:pack200c.npz C:medium:pack200c.npz"}
+started=$(date +%s)
+
+if ! python3 -c "import diffusers" 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .gpu/whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1
+mkdir -p "$WORK" "$OUT"
+nvidia-smi -L 2>/dev/null || true
+
+python3 - "$WORK" <<'EOF' || exit 1
+import sys, time
+from dataclasses import replace
+from pathlib import Path
+import torch, diffusers
+from cosmos_policy_ros.learning.embedded_model import EmbeddedRecipe, initial_checkpoint
+print(f"torch {torch.__version__} (cuda {torch.cuda.is_available()}), diffusers {diffusers.__version__}", flush=True)
+work = Path(sys.argv[1])
+for name, recipe in (("small", EmbeddedRecipe()), ("medium", replace(EmbeddedRecipe(), num_layers=8, num_attention_heads=6))):
+    initial_checkpoint(Path(".gpu/vae"), Path(".gpu/stats"), recipe).save_pretrained(work / f"{name}_initial")
+print("initial checkpoints written", flush=True)
+EOF
+
+names=()
+for spec in $VARIANTS; do
+    IFS=: read -r name size pack <<<"$spec"
+    names+=("$name")
+    python3 -m cosmos_policy_ros.cli train --checkpoint "$WORK/${size}_initial" --packed ".gpu/$pack" \
+        --out "$WORK/$name" --steps 200000 --batch-size "$BATCH" --lr 3e-4 --lr-schedule official --warmup-steps 150 \
+        --no-augment --stats dataset --task "transfer the cube" --seed 0 --device "$DEVICE" --save-every 250 \
+        --log-every 100 --time-budget "$BUDGET" >"$WORK/$name.log" 2>&1 &
+    echo $! >"$WORK/$name.pid"
+done
+
+while sleep 5; do
+    alive=0
+    for name in "${names[@]}"; do kill -0 "$(cat "$WORK/$name.pid")" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    if [ $(($(date +%s) - started)) -ge "$HARD" ]; then
+        echo "[gpu] hard deadline ${HARD} s: stopping the runs still going"
+        for name in "${names[@]}"; do kill "$(cat "$WORK/$name.pid")" 2>/dev/null; done
+        sleep 5
+        break
+    fi
+done
+
+for name in "${names[@]}"; do
+    echo "== $name"; grep -E "fit the|latent cache: .*/(.*) samples encoded|error" "$WORK/$name.log" | tail -3
+    tail -2 "$WORK/$name.log"
+    { echo "===== $name"; cat "$WORK/$name.log"; } >>"$OUT/logs.txt"
+    tar -C "$WORK" -cf - --exclude=vae "$name" | split -b 15M - "$OUT/$name.tar.part_"
+done
+echo "[gpu] done in $(($(date +%s) - started)) s"
