@@ -45,9 +45,10 @@ eval: setup
 	$(VENV)/bin/cosmos-policy-ros eval --config config/aloha.yaml --out out/eval $(EVAL_ARGS)
 
 # Rebuild the embedded default checkpoint from nothing: 60 scripted-expert demonstrations ->
-# small Wan VAE -> small Cosmos Policy (about 80 minutes on 2 CPU cores; stages resume).
+# small Wan VAE -> small Cosmos Policy (measured: about 95-100 minutes on 2 CPU cores, see
+# docs/training.md; stages resume). Demonstrations render in 2 processes (same files as 1).
 embedded-model: setup
-	$(VENV)/bin/cosmos-policy-ros embedded-model --work out/embedded_model \
+	$(VENV)/bin/cosmos-policy-ros embedded-model --work out/embedded_model --workers 2 \
 	  --out cosmos_policy_ros/checkpoints/aloha_sim_transfer_cube $(EMBEDDED_ARGS)
 
 # Rebuild the embedded planning checkpoint from the embedded policy (issue 11): demonstrations

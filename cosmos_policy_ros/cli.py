@@ -44,6 +44,9 @@ TOOLS = {
     "embedded-planning-model": ("cosmos_policy_ros.learning.planning_model", "add_embedded_planning_model_arguments",
                                 "run_embedded_planning_model",
                                 "rebuild the embedded planning checkpoint: demos + rollouts -> planning fine-tune"),
+    "planning-diagnostics": ("cosmos_policy_ros.learning.planning_diagnostics",
+                             "add_planning_diagnostics_arguments", "run_planning_diagnostics",
+                             "what best-of-N chooses from: candidate diversity, value ranges, a seed-only control"),
     "value-eval": ("cosmos_policy_ros.learning.value_eval", "add_value_eval_arguments", "run_value_eval",
                    "value AUROC and world-model L1 of planning checkpoints on held-out rollouts"),
 }

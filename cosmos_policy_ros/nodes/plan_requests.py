@@ -31,9 +31,9 @@ from cosmos_policy_ros.types import ActionChunk, Observation
 # (ChunkExecutor.MEASURED_MARGIN). Anything further is a fault, not noise.
 LIMIT_TOLERANCE = 0.1
 # A gripper's *measured* opening may lie further below its calibrated closed point: fingers
-# closing on nothing, or squeezing, read past it (the sim's fingers reach about -0.25). The
+# closing on nothing, or squeezing, read past it (the sim has read -0.23 and -0.66). The
 # plain policy scores such states, so the planner must too; candidates keep LIMIT_TOLERANCE.
-GRIPPER_MEASURED_TOLERANCE = 0.5
+GRIPPER_MEASURED_TOLERANCE = 1.0
 
 
 class RequestRefused(ValueError):
