@@ -8,16 +8,9 @@ import torch
 
 from cosmos_policy_ros.control.planning import ModelPlanner
 from cosmos_policy_ros.learning.offline_eval import closed_loop
-from cosmos_policy_ros.learning.planning_diagnostics import auroc, diagnose, summarize
+from cosmos_policy_ros.learning.planning_diagnostics import diagnose, summarize
 from cosmos_policy_ros.model.checkpoint import shipped_checkpoint
 from cosmos_policy_ros.model.cosmos_policy import CosmosPolicy
-
-
-def test_auroc_counts_ties_half_and_needs_both_classes():
-    assert auroc([0.9, 0.8, 0.1], [True, True, False]) == 1.0
-    assert auroc([0.5, 0.5], [True, False]) == 0.5
-    assert auroc([0.2, 0.9], [True, False]) == 0.0
-    assert auroc([0.2, 0.9], [True, True]) is None
 
 
 def test_summary_of_hand_made_points():
@@ -50,3 +43,26 @@ def test_the_diagnosed_episode_is_the_plain_policys_and_every_chunk_is_scored():
     again = closed_loop(policy, [100000], episode_length_s=1.9, progress=lambda _: None)
     assert report["episodes"][0]["max_reward"] == again[0]["max_reward"]
     assert report["summary"]["chunk_points"] == 2
+
+
+def test_cli_prints_the_summary_and_writes_every_point(tmp_path, capsys):
+    import argparse
+    import json
+
+    from cosmos_policy_ros.learning.planning_diagnostics import (
+        add_planning_diagnostics_arguments,
+        run_planning_diagnostics,
+    )
+
+    parser = argparse.ArgumentParser()
+    add_planning_diagnostics_arguments(parser)
+    out = tmp_path / "diag.json"
+    common = ["--checkpoint", str(shipped_checkpoint("aloha_sim_transfer_cube")), "--episodes", "1",
+              "--episode-length", "0.9", "--future-samples", "1", "--value-samples", "1"]
+    assert run_planning_diagnostics(parser.parse_args([*common, "--candidates", "2", "--out", str(out)])) == 0
+    printed = capsys.readouterr().out
+    assert "1 chunk points in 1 episodes" in printed and "control (N copies of candidate 0)" in printed
+    report = json.loads(out.read_text())
+    assert len(report["points"]) == 1 and report["settings"]["planning_checkpoint"] == "(policy)"
+    assert run_planning_diagnostics(parser.parse_args([*common, "--candidates", "1"])) == 2
+    assert run_planning_diagnostics(parser.parse_args([*common, "--checkpoint", str(tmp_path / "none")])) == 2

@@ -28,24 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
+from cosmos_policy_ros.learning.value_eval import auroc
+
 TIE = 1e-6
 
 
 def _pair_l1(actions: np.ndarray) -> float:
     pairs = [np.abs(actions[i] - actions[j]).mean() for i, j in itertools.combinations(range(len(actions)), 2)]
     return float(np.mean(pairs)) if pairs else 0.0
-
-
-def auroc(scores, labels) -> float | None:
-    """Probability that a random positive scores above a random negative (ties count half);
-    None when one class is missing."""
-    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
-    pos, neg = scores[labels], scores[~labels]
-    if not len(pos) or not len(neg):
-        return None
-    greater = (pos[:, None] > neg[None, :]).mean()
-    equal = (pos[:, None] == neg[None, :]).mean()
-    return float(greater + 0.5 * equal)
 
 
 class _Probe:
@@ -174,7 +164,7 @@ def run_planning_diagnostics(args: argparse.Namespace) -> int:
           f"{s['candidate_pair_l1_median']:.4f}), last-action spread {s['candidate_end_spread_mean']:.4f} rad")
     print(f"  values: mean range {s['value_range_mean']:.3f}, ties {s['value_tie_fraction']:.0%}, chosen != 0 "
           f"{s['chosen_other_than_0_fraction']:.0%} {s['chosen_histogram']}, candidate 0 value AUROC "
-          f"{s['candidate0_value_auroc']}")
+          f"{'n/a (one outcome)' if s['candidate0_value_auroc'] is None else format(s['candidate0_value_auroc'], '.2f')}")
     if "copy_value_range_mean" in s:
         print(f"  control (N copies of candidate 0): mean range {s['copy_value_range_mean']:.3f}, ties "
               f"{s['copy_value_tie_fraction']:.0%}; real range above the copies' at "
