@@ -24,6 +24,7 @@ def test_summary_of_hand_made_points():
     assert s["chosen_histogram"] == {"0": 1, "1": 1}
     assert s["value_range_mean"] == pytest.approx(0.4) and s["copy_value_range_mean"] == pytest.approx(0.1)
     assert s["real_range_above_copy_fraction"] == 0.5
+    assert s["action_effect_mean"] == pytest.approx((0.6 + 0.1) / 4)  # candidates 1.. minus their copies
     assert s["candidate0_value_auroc"] == 1.0  # the success's candidate 0 scored 0.5 > 0.1
 
 
@@ -64,5 +65,11 @@ def test_cli_prints_the_summary_and_writes_every_point(tmp_path, capsys):
     assert "1 chunk points in 1 episodes" in printed and "control (N copies of candidate 0)" in printed
     report = json.loads(out.read_text())
     assert len(report["points"]) == 1 and report["settings"]["planning_checkpoint"] == "(policy)"
+    own = report["points"][0]["candidate_pair_l1"]
+    noisy = tmp_path / "noisy.json"
+    assert run_planning_diagnostics(parser.parse_args([*common, "--candidates", "2", "--candidate-noise", "0.1",
+                                                       "--out", str(noisy)])) == 0
+    # candidate 1 moved by ~0.1 rad per arm joint: far apart from candidate 0 now
+    assert json.loads(noisy.read_text())["points"][0]["candidate_pair_l1"] > own + 0.03
     assert run_planning_diagnostics(parser.parse_args([*common, "--candidates", "1"])) == 2
     assert run_planning_diagnostics(parser.parse_args([*common, "--checkpoint", str(tmp_path / "none")])) == 2

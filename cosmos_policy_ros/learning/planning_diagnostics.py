@@ -41,9 +41,13 @@ def _pair_l1(actions: np.ndarray) -> float:
 class _Probe:
     """Acts as the plain policy (returns candidate 0) and records what a planner would see."""
 
-    def __init__(self, policy, planner, num_candidates: int, control: bool) -> None:
+    def __init__(self, policy, planner, num_candidates: int, control: bool, candidate_noise_rad: float = 0.0,
+                 noisy_joints: np.ndarray | None = None, seed: int = 0) -> None:
         self.policy, self.planner = policy, planner
         self.num_candidates, self.control = num_candidates, control
+        self.noise = float(candidate_noise_rad)
+        self.noisy_joints = noisy_joints
+        self.rng = np.random.default_rng(seed)
         self.config = policy.config
         self.points: list[dict] = []
         self.seed_now = 0
@@ -58,6 +62,10 @@ class _Probe:
                                                    seed=self.policy.seed)
         actions = stack_actions(candidates)
         latents = action_latents(candidates)
+        if self.noise > 0:  # candidates 1.. get one offset per arm joint; scored from their chunks
+            offsets = self.rng.normal(0.0, self.noise, (len(actions) - 1, actions.shape[-1]))
+            actions[1:] += np.where(self.noisy_joints, offsets, 0.0)[:, None, :]
+            latents = None
         encoded = self.planner.encode(observation)
         scores = self.planner.score(encoded, actions, action_latents=latents)
         point = {
@@ -97,15 +105,26 @@ def summarize(points: list[dict], episodes: list[dict]) -> dict:
         summary["copy_value_range_mean"] = float(copy_range.mean())
         summary["copy_value_tie_fraction"] = float(np.mean(copy_range < TIE))
         summary["real_range_above_copy_fraction"] = float(np.mean(value_range > copy_range + TIE))
+        # candidate c and copy c share their ensemble seeds: the difference is the action's effect
+        effect = (values - copies)[:, 1:]
+        summary["action_effect_mean"] = float(effect.mean())
+        summary["action_effect_abs_mean"] = float(np.abs(effect).mean())
     return summary
 
 
 def diagnose(policy, planner, seeds: list[int], num_candidates: int = 8, control: bool = True,
-             config=None, episode_length_s: float | None = None, progress=print) -> dict:
-    """Run the episodes; returns {"episodes", "points", "summary"}."""
+             config=None, episode_length_s: float | None = None, progress=print,
+             candidate_noise_rad: float = 0.0) -> dict:
+    """Run the episodes; returns {"episodes", "points", "summary"}. ``candidate_noise_rad``:
+    perturb candidates 1.. with one Gaussian offset per arm joint (as `collect-rollouts
+    --action-noise`), to see whether the planner tells worse chunks from candidate 0."""
+    from cosmos_policy_ros.config import load_config
     from cosmos_policy_ros.learning.offline_eval import closed_loop
 
-    probe = _Probe(policy, planner, num_candidates, control)
+    config = config or load_config("aloha")
+    grippers = {arm.gripper.joint for arm in config.arms if arm.gripper is not None}
+    noisy = np.array([name not in grippers for name in policy.config.joint_names])
+    probe = _Probe(policy, planner, num_candidates, control, candidate_noise_rad, noisy, seed=seeds[0] if seeds else 0)
     episodes = []
     for seed in seeds:
         probe.seed_now = seed
@@ -126,6 +145,9 @@ def add_planning_diagnostics_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--future-samples", type=int, default=3, help="world-model samples per candidate (default 3)")
     parser.add_argument("--value-samples", type=int, default=5, help="value samples per future (default 5)")
     parser.add_argument("--no-control", action="store_true", help="skip scoring N copies of candidate 0")
+    parser.add_argument("--candidate-noise", type=float, default=0.0, metavar="RAD",
+                        help="perturb candidates 1.. by one Gaussian offset per arm joint (std RAD): does the "
+                             "planner rank worse chunks below candidate 0? (default 0: the policy's own samples)")
     parser.add_argument("--episode-length", type=float, default=0.0, help="sim seconds (default: the config's)")
     parser.add_argument("--out", default="", help="JSON file for every chunk point and the summary")
 
@@ -152,11 +174,12 @@ def run_planning_diagnostics(args: argparse.Namespace) -> int:
     planner = ModelPlanner(model, args.future_samples, args.value_samples)
     seeds = list(range(args.first_seed, args.first_seed + args.episodes))
     report = diagnose(policy, planner, seeds, args.candidates, control=not args.no_control,
-                      episode_length_s=args.episode_length or None,
+                      episode_length_s=args.episode_length or None, candidate_noise_rad=args.candidate_noise,
                       progress=lambda line: print(line.replace("[offline-eval]", "[planning-diagnostics]"), flush=True))
     report["settings"] = {"checkpoint": str(args.checkpoint), "planning_checkpoint": args.planning_checkpoint or "(policy)",
                           "candidates": args.candidates, "future_samples": args.future_samples,
-                          "value_samples": args.value_samples, "seeds": seeds}
+                          "value_samples": args.value_samples, "candidate_noise_rad": args.candidate_noise,
+                          "seeds": seeds}
     s = report["summary"]
     print(f"[planning-diagnostics] {s['chunk_points']} chunk points in {s['episodes']} episodes "
           f"({s['successes']} successes), {time.perf_counter() - started:.0f} s")
@@ -168,7 +191,8 @@ def run_planning_diagnostics(args: argparse.Namespace) -> int:
     if "copy_value_range_mean" in s:
         print(f"  control (N copies of candidate 0): mean range {s['copy_value_range_mean']:.3f}, ties "
               f"{s['copy_value_tie_fraction']:.0%}; real range above the copies' at "
-              f"{s['real_range_above_copy_fraction']:.0%} of points")
+              f"{s['real_range_above_copy_fraction']:.0%} of points; value minus its seed-matched copy's "
+              f"(candidates 1..): mean {s['action_effect_mean']:+.3f}, mean |.| {s['action_effect_abs_mean']:.3f}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=1))
