@@ -197,6 +197,11 @@ class RobotConfig:
         return len(self.joint_names)
 
     @property
+    def gripper_joints(self) -> frozenset[str]:
+        """The joint_names entries that are grippers (a normalized opening, not radians)."""
+        return frozenset(arm.gripper.joint for arm in self.arms if arm.gripper is not None)
+
+    @property
     def control_period_s(self) -> float:
         return 1.0 / self.control_rate_hz
 

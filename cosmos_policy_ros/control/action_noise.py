@@ -55,6 +55,5 @@ def with_action_noise(policy: Policy, config: RobotConfig) -> Policy:
     if config.planning.enabled:
         raise ConfigError(f"{config.path}: collection.action_noise_rad applies to the policy's own chunks; "
                           "it cannot be combined with planning.enabled (set one of them off)")
-    grippers = {arm.gripper.joint for arm in config.arms if arm.gripper is not None}
-    noisy = np.array([name not in grippers for name in config.joint_names])
+    noisy = np.array([name not in config.gripper_joints for name in config.joint_names])
     return ChunkOffsetNoise(policy, collection.action_noise_rad, noisy, collection.noise_seed)

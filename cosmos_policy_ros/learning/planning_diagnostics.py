@@ -41,9 +41,9 @@ def _pair_l1(actions: np.ndarray) -> float:
 class _Probe:
     """Acts as the plain policy (returns candidate 0) and records what a planner would see."""
 
-    def __init__(self, policy, planner, num_candidates: int, control: bool, candidate_noise_rad: float = 0.0,
+    def __init__(self, policy, planner, num_candidates: int, control: bool, limits, candidate_noise_rad: float = 0.0,
                  noisy_joints: np.ndarray | None = None, seed: int = 0) -> None:
-        self.policy, self.planner = policy, planner
+        self.policy, self.planner, self.limits = policy, planner, limits
         self.num_candidates, self.control = num_candidates, control
         self.noise = float(candidate_noise_rad)
         self.noisy_joints = noisy_joints
@@ -56,15 +56,22 @@ class _Probe:
         self.policy.reset()
 
     def infer(self, observation):
-        from cosmos_policy_ros.control.planning import action_latents, stack_actions
+        from cosmos_policy_ros.control.planning import (
+            action_latents,
+            clamp_candidates,
+            stack_actions,
+        )
 
-        candidates = self.policy.sample_candidates(observation, num_candidates=self.num_candidates,
-                                                   seed=self.policy.seed)
+        # as the planning client: candidates clamped to the YAML limits before they are scored
+        candidates = clamp_candidates(self.policy.sample_candidates(observation, num_candidates=self.num_candidates,
+                                                                    seed=self.policy.seed),
+                                      self.limits.lower, self.limits.upper)
         actions = stack_actions(candidates)
         latents = action_latents(candidates)
         if self.noise > 0:  # candidates 1.. get one offset per arm joint; scored from their chunks
             offsets = self.rng.normal(0.0, self.noise, (len(actions) - 1, actions.shape[-1]))
-            actions[1:] += np.where(self.noisy_joints, offsets, 0.0)[:, None, :]
+            actions[1:] = np.clip(actions[1:] + np.where(self.noisy_joints, offsets, 0.0)[:, None, :],
+                                  self.limits.lower, self.limits.upper)
             latents = None
         encoded = self.planner.encode(observation)
         scores = self.planner.score(encoded, actions, action_latents=latents)
@@ -119,12 +126,16 @@ def diagnose(policy, planner, seeds: list[int], num_candidates: int = 8, control
     perturb candidates 1.. with one Gaussian offset per arm joint (as `collect-rollouts
     --action-noise`), to see whether the planner tells worse chunks from candidate 0."""
     from cosmos_policy_ros.config import load_config
+    from cosmos_policy_ros.control.safety import JointLimits
     from cosmos_policy_ros.learning.offline_eval import closed_loop
 
     config = config or load_config("aloha")
-    grippers = {arm.gripper.joint for arm in config.arms if arm.gripper is not None}
-    noisy = np.array([name not in grippers for name in policy.config.joint_names])
-    probe = _Probe(policy, planner, num_candidates, control, candidate_noise_rad, noisy, seed=seeds[0] if seeds else 0)
+    if tuple(policy.config.joint_names) != tuple(config.joint_names):
+        raise ValueError(f"the policy's joints {list(policy.config.joint_names)} differ from {config.path}'s "
+                         f"{list(config.joint_names)}")
+    noisy = np.array([name not in config.gripper_joints for name in config.joint_names])
+    probe = _Probe(policy, planner, num_candidates, control, JointLimits.from_robot_config(config),
+                   candidate_noise_rad, noisy, seed=seeds[0] if seeds else 0)
     episodes = []
     for seed in seeds:
         probe.seed_now = seed

@@ -78,11 +78,10 @@ class RequestRules:
             raise ValueError(f"{config.path}: joints {missing} of the planning model have no limits "
                              f"(joint_names {list(limits.joint_names)})")
         order = [limits.joint_names.index(n) for n in names]
-        grippers = frozenset(arm.gripper.joint for arm in config.arms if arm.gripper is not None)
         return cls(joint_names=names, camera_names=tuple(camera_names), horizon=int(horizon),
                    lower=limits.lower[order], upper=limits.upper[order], max_candidates=int(max_candidates),
                    tasks=None if tasks is None else frozenset(tasks), default_task=default_task,
-                   gripper_joints=grippers)
+                   gripper_joints=config.gripper_joints)
 
 
 @dataclass(frozen=True)
