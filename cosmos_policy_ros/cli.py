@@ -47,6 +47,9 @@ TOOLS = {
     "planning-diagnostics": ("cosmos_policy_ros.learning.planning_diagnostics",
                              "add_planning_diagnostics_arguments", "run_planning_diagnostics",
                              "what best-of-N chooses from: candidate diversity, value ranges, a seed-only control"),
+    "average-checkpoints": ("cosmos_policy_ros.learning.checkpoint_average", "add_average_checkpoints_arguments",
+                            "run_average_checkpoints",
+                            "mean of the transformer weights of fine-tunes of one checkpoint (a model soup)"),
     "value-eval": ("cosmos_policy_ros.learning.value_eval", "add_value_eval_arguments", "run_value_eval",
                    "value AUROC and world-model L1 of planning checkpoints on held-out rollouts"),
 }

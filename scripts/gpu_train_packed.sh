@@ -7,9 +7,11 @@
 # diffusers imports), vae/ (the embedded VAE), stats/dataset_statistics.json and the packs
 # named in VARIANTS. Run from the repository root:
 #     BUDGET=450 OUT=/tmp/out bash scripts/gpu_train_packed.sh
-# Each variant: name, transformer size (small: 6 layers x 4 heads x 32, the CPU recipe's;
-# medium: 8 x 6 x 32), pack. Every run gets BUDGET seconds (train --time-budget); a watchdog
-# stops what is still running at BUDGET + 50 s. Checkpoints (without the VAE, which is .gpu/vae)
+# Each variant: name:start:pack[:lr], where start is a transformer size for a fresh model (small:
+# 6 layers x 4 heads x 32, the CPU recipe's; medium: 8 x 6 x 32; trained with the pack's
+# statistics) or a checkpoint folder to fine-tune (keeping its statistics), and lr defaults to
+# LR (3e-4). Every run gets BUDGET seconds (train --time-budget); a watchdog
+# stops what is still running BUDGET + 50 s after the runs start. Checkpoints (without the VAE, which is .gpu/vae)
 # come back as tar parts of at most 15 MB in OUT, with all logs in OUT/logs.txt.
 set -u
 BUDGET=${BUDGET:-450}
@@ -18,6 +20,9 @@ OUT=${OUT:?set OUT to the folder that comes back}
 WORK=${WORK:-/tmp/gpu_train}
 DEVICE=${DEVICE:-cuda}
 BATCH=${BATCH:-256}
+LR=${LR:-3e-4}
+WARMUP=${WARMUP:-150}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 VARIANTS=${VARIANTS:-"A:small:pack60c.npz B:small:pack200c.npz C:medium:pack200c.npz"}
 started=$(date +%s)
 
@@ -44,12 +49,14 @@ print("initial checkpoints written", flush=True)
 EOF
 
 names=()
+launched=$(date +%s)  # the hard deadline counts from here: set-up must not eat a run's budget
 for spec in $VARIANTS; do
-    IFS=: read -r name size pack <<<"$spec"
+    IFS=: read -r name start pack lr <<<"$spec"
     names+=("$name")
-    python3 -m cosmos_policy_ros.cli train --checkpoint "$WORK/${size}_initial" --packed ".gpu/$pack" \
-        --out "$WORK/$name" --steps 200000 --batch-size "$BATCH" --lr 3e-4 --lr-schedule official --warmup-steps 150 \
-        --no-augment --stats dataset --task "transfer the cube" --seed 0 --device "$DEVICE" --save-every 250 \
+    if [ -d "$start" ]; then init=$start stats=checkpoint; else init=$WORK/${start}_initial stats=dataset; fi
+    python3 -m cosmos_policy_ros.cli train --checkpoint "$init" --packed ".gpu/$pack" \
+        --out "$WORK/$name" --steps 200000 --batch-size "$BATCH" --lr "${lr:-$LR}" --lr-schedule official \
+        --warmup-steps "$WARMUP" --no-augment --stats "$stats" --task "transfer the cube" --seed 0 --device "$DEVICE" --save-every 250 \
         --log-every 100 --time-budget "$BUDGET" >"$WORK/$name.log" 2>&1 &
     echo $! >"$WORK/$name.pid"
 done
@@ -58,7 +65,7 @@ while sleep 5; do
     alive=0
     for name in "${names[@]}"; do kill -0 "$(cat "$WORK/$name.pid")" 2>/dev/null && alive=1; done
     [ "$alive" = 0 ] && break
-    if [ $(($(date +%s) - started)) -ge "$HARD" ]; then
+    if [ $(($(date +%s) - launched)) -ge "$HARD" ]; then
         echo "[gpu] hard deadline ${HARD} s: stopping the runs still going"
         for name in "${names[@]}"; do kill "$(cat "$WORK/$name.pid")" 2>/dev/null; done
         sleep 5

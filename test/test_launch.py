@@ -182,3 +182,17 @@ def test_launch_file_with_real_launch_machinery():
         context.launch_configurations.update(config_file="", use_sim=use_sim)
         nodes = opaque.execute(context)
         assert sum(isinstance(n, Node) for n in nodes) == count
+
+
+def test_private_graph_domains_do_not_follow_the_global_random_seed():
+    """Libraries seed Python's `random`; two runs of one command must not share a ROS domain."""
+    import random
+
+    from cosmos_policy_ros.nodes.launcher import ros_env
+
+    domains = set()
+    for _ in range(6):
+        random.seed(0)
+        domains.add(ros_env()["ROS_DOMAIN_ID"])
+    assert len(domains) > 1  # a seeded draw gives one value 6 times; independent draws (1..100) almost never
+    assert ros_env(domain_id=42)["ROS_DOMAIN_ID"] == "42"

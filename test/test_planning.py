@@ -218,3 +218,44 @@ def test_tiny_model_imagination_frames(tiny_planner):
     frames = tiny_planner.imagine(encoded, np.zeros((tiny_planner.chunk_size, DOF)))
     assert set(frames) == set(CAMERAS)
     assert all(f.shape == (64, 64, 3) and f.dtype == np.uint8 for f in frames.values())
+
+
+# ---------------------------------------------------------------------------- moved candidates
+def test_perturbed_candidates_keep_candidate_zero_and_the_grippers():
+    from cosmos_policy_ros.control.planning import perturb_candidates
+
+    rng = np.random.default_rng(0)
+    candidates = [PolicyOutput(actions=rng.uniform(-0.3, 0.3, (HORIZON, DOF)), predicted_value=0.5) for _ in range(4)]
+    noisy = np.ones(DOF, bool)
+    noisy[[6, 13]] = False
+    moved = perturb_candidates(candidates, 0.05, noisy, np.random.default_rng(1))
+    assert moved[0] is candidates[0]
+    for before, after in zip(candidates[1:], moved[1:]):
+        shift = after.actions - before.actions
+        np.testing.assert_allclose(shift, np.broadcast_to(shift[0], shift.shape))  # one offset per joint
+        assert np.all(shift[:, [6, 13]] == 0) and np.abs(shift[0, noisy]).min() > 0
+        assert 0.01 < np.abs(shift[0, noisy]).mean() < 0.15
+    again = perturb_candidates(candidates, 0.05, noisy, np.random.default_rng(1))
+    assert all(np.array_equal(a.actions, b.actions) for a, b in zip(moved, again))  # seeded
+    assert perturb_candidates(candidates, 0.0, noisy, np.random.default_rng(1)) == candidates
+
+
+def test_a_moved_candidate_is_scored_from_its_chunk_not_the_policy_latent():
+    import torch
+
+    from cosmos_policy_ros.control.planning import action_latents, perturb_candidates
+    from cosmos_policy_ros.model.cosmos_policy import CosmosPolicyOutput
+
+    own = [CosmosPolicyOutput(actions=np.zeros((HORIZON, DOF)), predicted_value=0.5,
+                              action_latent=torch.zeros(16, 8, 8)) for _ in range(3)]
+    assert action_latents(own) is not None
+    moved = perturb_candidates(own, 0.05, np.ones(DOF, bool), np.random.default_rng(0))
+    assert moved[0].action_latent is not None and moved[1].action_latent is None
+    assert action_latents(moved) is None
+
+
+def test_candidate_noise_setting_is_checked(tmp_path):
+    assert PlanningSettings.from_config(load_config("aloha")).candidate_noise_rad == 0.0
+    assert PlanningSettings.from_config(_config_with(tmp_path, candidate_noise_rad=0.05)).candidate_noise_rad == 0.05
+    with pytest.raises(ConfigError, match="planning.candidate_noise_rad"):
+        PlanningSettings.from_config(_config_with(tmp_path, candidate_noise_rad=-0.1))

@@ -139,3 +139,52 @@ def test_planning_on_killed_restarted(graph_and_client):
     graph.start("planner_node", params)
     decision = plan_until_planned(graph, client, timeout_s=40.0)
     assert not decision.fallback and decision.candidate_values.shape == (4,)
+
+
+def test_moved_candidates_reach_the_planner_with_candidate_zero_unchanged(tmp_path, monkeypatch):
+    """planning.candidate_noise_rad: the request carries candidate 0 as sampled and candidates
+    1.. moved on the arm joints only, within the limits; the fallback still runs candidate 0."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    from cosmos_policy_ros.control.safety import JointLimits
+    from cosmos_policy_ros.msg import PlanRequest
+    from cosmos_policy_ros.nodes.common import reliable_qos
+    from cosmos_policy_ros.nodes.planning_client import PlanningClient
+
+    raw = yaml.safe_load(load_config("aloha").path.read_text())
+    raw["planning"].update(enabled=True, num_candidates=4, deadline_s=0.3, candidate_noise_rad=0.05)
+    (tmp_path / "robot.yaml").write_text(yaml.safe_dump(raw))
+    config = load_config(tmp_path / "robot.yaml")
+    env = ros_env()
+    for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE"):
+        monkeypatch.setenv(key, env[key])
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+    node = rclpy.create_node("policy_side_noise", context=context)
+    requests = []
+    node.create_subscription(PlanRequest, "planner/request", requests.append, reliable_qos(2))
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        client = PlanningClient(node, config, RandomCandidatePolicy())
+        sampled = RandomCandidatePolicy().sample_candidates(None, 4, client.seed)
+        deadline = time.monotonic() + 10.0
+        while not requests and time.monotonic() < deadline:
+            output = client.plan(make_obs())
+        assert requests, "no PlanRequest published"
+        np.testing.assert_array_equal(output.actions, sampled[0].actions)  # no planner: candidate 0
+        chunks = [np.asarray(c.positions).reshape(-1, 14) for c in requests[-1].candidates]
+        np.testing.assert_array_equal(chunks[0], sampled[0].actions)
+        arms = [j for j in range(14) if j not in GRIPPERS]
+        for chunk, own in zip(chunks[1:], sampled[1:]):
+            shift = chunk - own.actions
+            assert np.all(shift[:, GRIPPERS] == 0)
+            assert np.abs(shift[:, arms]).mean() > 0.005
+        limits = JointLimits.from_robot_config(config)
+        assert all(np.all(c >= limits.lower - 1e-9) and np.all(c <= limits.upper + 1e-9) for c in chunks)
+    finally:
+        executor.shutdown(timeout_sec=2.0)
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)

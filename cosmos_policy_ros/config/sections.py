@@ -117,6 +117,8 @@ class PlanningSettings:
 
     enabled: bool = False
     num_candidates: int = setting(8, _positive, "an integer >= 1")
+    # Candidates 1..N-1 moved by one Gaussian offset per arm joint (std, rad); 0: the policy's own samples.
+    candidate_noise_rad: float = setting(0.0, _non_negative, "radians >= 0")
     # planner_node refuses requests with more candidates (N x ensemble must fit the device)
     max_candidates: int = setting(16, _positive, "an integer >= 1")
     deadline_s: float = setting(5.0, _positive, "seconds > 0")

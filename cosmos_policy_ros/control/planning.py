@@ -281,6 +281,26 @@ def clamp_candidates(candidates: list[PolicyOutput], lower: np.ndarray, upper: n
     return clamped
 
 
+def perturb_candidates(candidates: list[PolicyOutput], std_rad: float, noisy_joints: np.ndarray,
+                       rng: np.random.Generator) -> list[PolicyOutput]:
+    """Candidates 1.. moved by one Gaussian offset per joint where ``noisy_joints`` (std
+    ``std_rad``, the same for every step of the chunk: a consistently shifted reach or grasp);
+    candidate 0, the policy's own sample, is kept. A moved candidate loses its action latent,
+    so the planner scores it from its chunk. Clamp to the limits afterwards."""
+    if not std_rad > 0 or len(candidates) < 2:
+        return list(candidates)
+    noisy = np.asarray(noisy_joints, dtype=bool)
+    moved = [candidates[0]]
+    for candidate in candidates[1:]:
+        actions = np.asarray(candidate.actions, dtype=np.float64)
+        offset = np.where(noisy, rng.normal(0.0, std_rad, actions.shape[-1]), 0.0)
+        changes = {"actions": actions + offset}
+        if hasattr(candidate, "action_latent"):
+            changes["action_latent"] = None
+        moved.append(replace(candidate, **changes))
+    return moved
+
+
 def stack_actions(candidates: list[PolicyOutput]) -> np.ndarray:
     """Candidate outputs -> ``[N, horizon, dof]``."""
     return np.stack([np.asarray(c.actions, dtype=np.float64) for c in candidates])

@@ -70,7 +70,9 @@ def format_table(summary: dict) -> str:
     planning = summary.get("planning")
     if planning:
         stats = planning.get("stats") or {}
-        lines.append(f"planning: best of {planning['num_candidates']} with {planning['checkpoint']} "
+        noise = planning.get("candidate_noise_rad") or 0.0
+        moved = f", candidates 1.. moved by {noise:g} rad" if noise else ""
+        lines.append(f"planning: best of {planning['num_candidates']}{moved} with {planning['checkpoint']} "
                      f"({planning['num_future_samples']} future x {planning['num_value_samples']} value samples, "
                      f"{planning['aggregation']}); requests {stats.get('requests', '?')}, planned "
                      f"{stats.get('planned', '?')}, fallbacks {stats.get('fallbacks', '?')}")
@@ -187,6 +189,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                              "3 future x 5 value samples, majority mean)")
     parser.add_argument("--planning-checkpoint", default="",
                         help="planning model folder (default: the policy checkpoint's own world model + value)")
+    parser.add_argument("--candidate-noise", type=float, default=None, metavar="RAD",
+                        help="with --planning: planning.candidate_noise_rad (candidates 1..N-1 moved by one Gaussian "
+                             "offset per arm joint; default: the config's)")
     parser.add_argument("--episode-length", type=float, default=0.0, help="sim seconds per episode (default: config)")
     parser.add_argument("--out", default="out/eval", help="eval.json, eval.png and logs go here")
     parser.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds")
@@ -224,6 +229,12 @@ def run_eval(args: argparse.Namespace) -> int:
         if not Path(planning_checkpoint).is_dir() and not looks_like_hub_id(planning_checkpoint):
             print(f"[eval] --planning-checkpoint {planning_checkpoint}: not a checkpoint folder", file=sys.stderr)
             return 2
+        noise = getattr(args, "candidate_noise", None)
+        if noise is not None:
+            if not noise >= 0:
+                print(f"[eval] --candidate-noise must be >= 0 rad, got {noise}", file=sys.stderr)
+                return 2
+            overrides["planning.candidate_noise_rad"] = float(noise)
     elif planning_checkpoint:
         print("[eval] --planning-checkpoint without --planning: planning stays off", file=sys.stderr)
         planning_checkpoint = ""
@@ -246,6 +257,7 @@ def run_eval(args: argparse.Namespace) -> int:
             "checkpoint": planning_checkpoint, "num_candidates": p.num_candidates,
             "num_future_samples": p.num_future_samples, "num_value_samples": p.num_value_samples,
             "aggregation": p.aggregation, "ensemble_steps": p.ensemble_steps, "deadline_s": p.deadline_s,
+            "candidate_noise_rad": p.candidate_noise_rad,
             "stats": planning_stats(out / "logs" / "policy_node.log")}
     plotter = plot_eval(results, out / "eval.png")
     (out / "eval.json").write_text(json.dumps({

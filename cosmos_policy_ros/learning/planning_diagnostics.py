@@ -59,6 +59,7 @@ class _Probe:
         from cosmos_policy_ros.control.planning import (
             action_latents,
             clamp_candidates,
+            perturb_candidates,
             stack_actions,
         )
 
@@ -66,13 +67,11 @@ class _Probe:
         candidates = clamp_candidates(self.policy.sample_candidates(observation, num_candidates=self.num_candidates,
                                                                     seed=self.policy.seed),
                                       self.limits.lower, self.limits.upper)
+        if self.noise > 0:  # as planning.candidate_noise_rad: candidates 1.. moved, scored from their chunks
+            candidates = clamp_candidates(perturb_candidates(candidates, self.noise, self.noisy_joints, self.rng),
+                                          self.limits.lower, self.limits.upper)
         actions = stack_actions(candidates)
         latents = action_latents(candidates)
-        if self.noise > 0:  # candidates 1.. get one offset per arm joint; scored from their chunks
-            offsets = self.rng.normal(0.0, self.noise, (len(actions) - 1, actions.shape[-1]))
-            actions[1:] = np.clip(actions[1:] + np.where(self.noisy_joints, offsets, 0.0)[:, None, :],
-                                  self.limits.lower, self.limits.upper)
-            latents = None
         encoded = self.planner.encode(observation)
         scores = self.planner.score(encoded, actions, action_latents=latents)
         point = {

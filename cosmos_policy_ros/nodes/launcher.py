@@ -25,7 +25,9 @@ NODE_MODULES = {
 def ros_env(domain_id: int | None = None) -> dict[str, str]:
     """Environment for a private graph on this machine: own DDS domain, loopback only."""
     env = dict(os.environ)
-    env["ROS_DOMAIN_ID"] = str(domain_id if domain_id is not None else random.randint(1, 100))
+    # SystemRandom: libraries seed the global `random` (two runs of one command drew the same
+    # domain and, run side by side, would have joined each other's graph).
+    env["ROS_DOMAIN_ID"] = str(domain_id if domain_id is not None else random.SystemRandom().randint(1, 100))
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     env.setdefault("MUJOCO_GL", "egl")
     env.setdefault("PYOPENGL_PLATFORM", env["MUJOCO_GL"])

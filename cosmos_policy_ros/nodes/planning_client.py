@@ -25,6 +25,7 @@ from cosmos_policy_ros.control.planning import (
     action_latents,
     clamp_candidates,
     decide,
+    perturb_candidates,
     sample_candidates,
 )
 from cosmos_policy_ros.control.safety import JointLimits
@@ -58,6 +59,7 @@ class PlanningClient:
         self.seed = int(seed if seed is not None else (self.settings.seed or 0))
         self.chunk_period_s = policy_control_period_s(policy, config.control_period_s)
         self._limits = JointLimits.from_robot_config(config)
+        self._noisy_joints = np.array([name not in config.gripper_joints for name in config.joint_names])
         self.stats = PlanningStats()
         self._pending = PendingRequests()
         self._request_id = 0
@@ -136,11 +138,14 @@ class PlanningClient:
     # ------------------------------------------------------------------ planning
     def plan(self, observation: Observation) -> PolicyOutput:
         s = self.settings
-        candidates = clamp_candidates(sample_candidates(self.policy, observation, s.num_candidates, self.seed),
-                                      self._limits.lower, self._limits.upper)
         with self._lock:
             self._request_id += 1
             request_id = self._request_id
+        candidates = sample_candidates(self.policy, observation, s.num_candidates, self.seed)
+        if s.candidate_noise_rad > 0:
+            candidates = perturb_candidates(candidates, s.candidate_noise_rad, self._noisy_joints,
+                                            np.random.default_rng([self.seed, request_id]))
+        candidates = clamp_candidates(candidates, self._limits.lower, self._limits.upper)
         msg = self._request_msg(request_id, observation, candidates)
         self._pending.open(request_id)
         sent = time.monotonic()
