@@ -28,8 +28,8 @@ msgs: $(STAMP)
 	@scripts/build_msgs.sh $(VENV)
 
 # The scripted expert solves transfer-cube through the graph; then the embedded Cosmos Policy
-# trained by `make embedded-model` drives the same loop in eval mode on two held-out seeds (it
-# completes the transfer on about a third of held-out seeds; 100003 and 100004 are two of them).
+# trained by `make embedded-model` and fine-tuned on a GPU (README) drives the same loop in eval mode on two held-out seeds (it
+# completes the transfer on 8 of 20 held-out seeds; 100003 and 100004 are two of them).
 EMBEDDED_CHECKPOINT := cosmos_policy_ros/checkpoints/aloha_sim_transfer_cube
 demo: setup
 	$(VENV)/bin/cosmos-policy-ros demo --config config/aloha.yaml $(DEMO_ARGS)
@@ -44,8 +44,9 @@ demo: setup
 eval: setup
 	$(VENV)/bin/cosmos-policy-ros eval --config config/aloha.yaml --out out/eval $(EVAL_ARGS)
 
-# Rebuild the embedded default checkpoint from nothing: 60 scripted-expert demonstrations ->
-# small Wan VAE -> small Cosmos Policy (measured: about 95-100 minutes on 2 CPU cores, see
+# Rebuild the embedded default checkpoint's CPU stage from nothing: 60 scripted-expert demonstrations ->
+# small Wan VAE -> small Cosmos Policy (the shipped weights are this fine-tuned on a GPU:
+# scripts/gpu_finetune_embedded.sh) (measured: about 95-100 minutes on 2 CPU cores, see
 # docs/training.md; stages resume). Demonstrations render in 2 processes (same files as 1).
 embedded-model: setup
 	$(VENV)/bin/cosmos-policy-ros embedded-model --work out/embedded_model --workers 2 \
