@@ -244,3 +244,16 @@ def test_start_disabled_holds_measured_until_enabled():
     executor.set_enabled(True, t(1))
     assert executor.submit(ramp_chunk(2, t(1)), t(1))
     assert executor.tick(t(1), HOME).source == "chunk"
+
+
+def test_eval_mode_status_says_chunk_or_hold_after_the_newest_chunk_run():
+    from cosmos_policy_ros.control.execution import executing_status, status_is_chunk, status_ran_out
+
+    tick = executing_status("chunk", 7, 3, 7)
+    assert tick == "chunk 7 step 3" and status_is_chunk(tick) and not status_ran_out(tick, 7)
+    hold = executing_status("hold", None, None, 7)
+    assert hold == "hold after chunk 7" and not status_is_chunk(hold)
+    assert status_ran_out(hold, 7)  # ran chunk 7 (the policy's newest) and holds: ask now
+    assert not status_ran_out(hold, 8)  # chunk 8 is on its way: its hold came before it
+    assert not status_ran_out(executing_status("disabled", None, None, -1), 1)  # chunk 1 not run yet
+    assert not status_ran_out("hold after chunk x", 0) and not status_ran_out("", 0)

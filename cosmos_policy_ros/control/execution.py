@@ -404,6 +404,34 @@ class ChunkExecutor:
         return values.copy()
 
 
+def executing_status(source: str, chunk_id: int | None, step_index: int | None, last_chunk_id: int) -> str:
+    """The executor's per-tick status text (eval mode, ``executor/executing`` frame_id):
+    ``chunk K step I`` for a tick commanded from chunk K, else ``hold after chunk K`` with
+    K the newest chunk it has run (-1: none yet)."""
+    if source == "chunk":
+        return f"chunk {chunk_id} step {step_index}"
+    return f"hold after chunk {last_chunk_id}"
+
+
+def status_is_chunk(frame_id: str) -> bool:
+    """The status says the tick was commanded from a chunk (the sim may step on)."""
+    return frame_id.startswith("chunk ")
+
+
+def status_ran_out(frame_id: str, newest_chunk_id: int) -> bool:
+    """The status says the executor holds after running chunk ``newest_chunk_id`` (or a newer
+    one): it has nothing left to run and the policy should ask for a chunk now, whatever its
+    own estimate of the chunk's end says. A hold before that chunk started (it is still on
+    its way) does not count."""
+    prefix = "hold after chunk "
+    if not frame_id.startswith(prefix):
+        return False
+    try:
+        return int(frame_id[len(prefix):]) >= newest_chunk_id
+    except ValueError:
+        return False
+
+
 class InferenceTrigger:
     """Decides when the policy node asks for the next chunk; one request in flight at most.
 

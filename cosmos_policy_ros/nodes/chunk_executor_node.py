@@ -7,8 +7,11 @@ Service `executor/enable` (std_srvs/SetBool): false = e-stop (hold), true = resu
 With the interbotix adapter the node first puts the grippers in the mode that takes motor
 radians (see output_adapters) and refuses to start when the driver does not answer.
 
-Sim eval mode (`sim.eval_mode`, see sim_node): each tick commanded from a chunk is announced
-on `executor/executing` (std_msgs/Header, stamp = tick time) before its commands; a chunk
+Sim eval mode (`sim.eval_mode`, see sim_node): each tick is announced on `executor/executing`
+(std_msgs/Header, stamp = tick time, frame_id "chunk K step I" or "hold after chunk K")
+before its commands; the sim steps on chunk ticks only, and the policy node asks for a chunk
+at once on a hold after its newest one (its own estimate of the chunk's end can be a tick or
+two late, and sim time, which drives its timer, would never reach it). A chunk
 that arrives while the executor holds starts at once (stamped now, step 0) and the same
 tick is commanded again from it, since the sim's clock stands still until then.
 """
@@ -35,7 +38,7 @@ from cosmos_policy_ros.config import (
     ConfigError,
     joint_state_to_positions,
 )
-from cosmos_policy_ros.control.execution import ChunkExecutor
+from cosmos_policy_ros.control.execution import ChunkExecutor, executing_status
 from cosmos_policy_ros.control.output_adapters import (
     INTERBOTIX_GRIPPER_MODE,
     adapter_settings,
@@ -77,6 +80,7 @@ class ChunkExecutorNode(Node):
         })
         self.eval_mode = self.config.sim.eval_mode
         self._last_source = "hold"
+        self._last_chunk_id = -1  # newest chunk a tick was commanded from (eval-mode status)
         self.executor_core = ChunkExecutor.from_config(self.config)
         self.adapter, self.gripper_unit = adapter_settings(self.config)
         if self.adapter == "interbotix":
@@ -238,10 +242,14 @@ class ChunkExecutorNode(Node):
             self._last_source = result.source
         if result.command is None:
             return
-        if self.executing_pub is not None and result.source == "chunk":
+        if result.source == "chunk":
+            self._last_chunk_id = max(self._last_chunk_id, int(result.chunk_id))
+        if self.executing_pub is not None:
+            # every tick: the sim steps on chunk ticks only; the policy node asks for the next
+            # chunk on a hold after its newest one, whatever its own estimate of the end says
             status = Header()
             status.stamp = ns_to_stamp(now)
-            status.frame_id = f"chunk {result.chunk_id} step {result.step_index}"
+            status.frame_id = executing_status(result.source, result.chunk_id, result.step_index, self._last_chunk_id)
             self.executing_pub.publish(status)
         for cmd in split_command(self.config, result.command, self.gripper_unit):
             self._outputs[cmd.arm.name](cmd)

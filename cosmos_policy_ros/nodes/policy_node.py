@@ -15,14 +15,16 @@ import numpy as np
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Header
 
 from cosmos_policy_ros.config import (
     ACTION_CHUNK_TOPIC,
     EPISODE_EVENTS_TOPIC,
+    EXECUTOR_EXECUTING_TOPIC,
     SIM_OBJECT_POSE_TOPIC,
     ConfigError,
 )
-from cosmos_policy_ros.control.execution import InferenceTrigger
+from cosmos_policy_ros.control.execution import InferenceTrigger, status_ran_out
 from cosmos_policy_ros.control.images import (
     ImageConversionError,
     check_image,
@@ -87,6 +89,9 @@ class PolicyNode(Node):
                                      lambda m, a=arm.name: self._on_joint_state(a, m), sensor_qos(5))
         self.create_subscription(PoseStamped, SIM_OBJECT_POSE_TOPIC, self._on_object_pose, reliable_qos(5))
         self.create_subscription(EpisodeEvent, EPISODE_EVENTS_TOPIC, self._on_event, reliable_qos(20))
+        # eval mode: the executor's per-tick status (nothing is published there otherwise)
+        self.create_subscription(Header, EXECUTOR_EXECUTING_TOPIC, self._on_executor_status, reliable_qos(10))
+        self.ran_out_requests = 0
         self.chunk_pub = self.create_publisher(ActionChunk, ACTION_CHUNK_TOPIC, reliable_qos(10))
         self.create_timer(self.config.control_period_s, self._maybe_infer)
         self.create_timer(5.0, self._log_stats)
@@ -138,6 +143,18 @@ class PolicyNode(Node):
                 self.trigger = InferenceTrigger(mode=self.trigger.mode, margin_s=self.trigger.margin_s,
                                                 initial_latency_s=self.trigger.latency_s)
             self.get_logger().info(f"episode {msg.episode_id} started: policy reset")
+
+    def _on_executor_status(self, msg) -> None:
+        # Sim time stands still while the executor holds (eval mode), so the timer that asks for
+        # chunks only fires again once one runs: if the trigger's estimate of when the chunk ends
+        # is later than the executor's, nothing would ever ask. The executor's word wins.
+        if self._busy.is_set() or not status_ran_out(msg.frame_id, self._chunk_id):
+            return
+        with self._lock:
+            if self.trigger.remaining_s(now_ns(self)) > 0.0:
+                self.trigger.set_active_until(None)
+                self.ran_out_requests += 1
+        self._maybe_infer()
 
     # -- inference -----------------------------------------------------------------
     def _maybe_infer(self) -> None:
@@ -191,7 +208,8 @@ class PolicyNode(Node):
         log_info(
             self, f"chunks {self._chunk_id}, observations {assembled}, refused {refusals or 'none'} "
             f"(last: {self.assembler.last_refusal or '-'}), "
-            f"errors {dict(self.errors) or 'none'}, latency {self.trigger.latency_s * 1e3:.0f} ms")  # the 5 s timer sets the rate
+            f"errors {dict(self.errors) or 'none'}, latency {self.trigger.latency_s * 1e3:.0f} ms"
+            + (f", asked early on the executor's hold {self.ran_out_requests}x" if self.ran_out_requests else ""))  # the 5 s timer sets the rate
 
     def close(self) -> None:
         self._log_stats()  # final numbers

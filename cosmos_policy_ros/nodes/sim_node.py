@@ -9,8 +9,10 @@ arm. Physics runs in its own thread, paced to at most `sim.real_time_factor`.
 
 Eval mode (`sim.eval_mode`): compute time must not change an episode's outcome, so sim
 time (physics and /clock) stops while the executor has no chunk to run. The executor
-publishes the stamp of every tick it commanded from a chunk on `executor/executing`
-(std_msgs/Header), before that tick's commands; a step whose tick was not commanded from a
+publishes every tick's status on `executor/executing` (std_msgs/Header: the tick's stamp,
+frame_id "chunk K step I" or "hold after chunk K"), before that tick's commands; only chunk
+ticks let the sim step on, and a hold after the policy's newest chunk tells the policy node to
+ask for the next one at once. A step whose tick was not commanded from a
 chunk waits (wall time, up to `sim.eval_max_wait_s`) until a chunk arrives and the executor
 re-commands the same tick from it. State and cameras go out before the clock in this mode,
 so a node woken by the clock already has the data of that instant.
@@ -39,6 +41,7 @@ from cosmos_policy_ros.config import (
     SIM_REWARD_TOPIC,
     RobotConfig,
 )
+from cosmos_policy_ros.control.execution import status_is_chunk
 from cosmos_policy_ros.control.output_adapters import adapter_settings
 from cosmos_policy_ros.msg import ActionChunk, EpisodeEvent
 from cosmos_policy_ros.nodes.common import (
@@ -157,6 +160,8 @@ class SimNode(Node):
             self._apply_arm(arm, values)
 
     def _on_executing(self, msg) -> None:
+        if not status_is_chunk(msg.frame_id):
+            return  # a hold: sim time stays where it is
         with self._command_cv:
             self._executing_ns = max(self._executing_ns, stamp_to_ns(msg.stamp))
             self._command_cv.notify_all()
