@@ -9,7 +9,7 @@ export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 export ROS_LOCALHOST_ONLY ?= 1
 
-.PHONY: setup demo eval embedded-model embedded-planning-model test bench msgs sysdeps clean
+.PHONY: setup demo eval embedded-model embedded-model-finetune embedded-planning-model test bench msgs sysdeps clean
 
 setup: $(STAMP) msgs
 
@@ -51,6 +51,12 @@ eval: setup
 embedded-model: setup
 	$(VENV)/bin/cosmos-policy-ros embedded-model --work out/embedded_model --workers 2 \
 	  --out cosmos_policy_ros/checkpoints/aloha_sim_transfer_cube $(EMBEDDED_ARGS)
+
+# The shipped weights' GPU stage, after `make embedded-model`: 140 more demonstrations, packs and
+# wheels into .gpu/; with CUDA here it fine-tunes and averages (scripts/gpu_finetune_embedded.sh,
+# ~12 min on one H100) and installs the result, else it says what to run on a GPU host.
+embedded-model-finetune: setup
+	VENV=$(VENV) bash scripts/embedded_finetune.sh
 
 # Rebuild the embedded planning checkpoint from the embedded policy (issue 11): demonstrations
 # (reused from `make embedded-model`'s work folder when there, else generated) + 50 rollouts of
