@@ -39,8 +39,9 @@ demo: setup
 
 # Success rate over K held-out seeds (from 100000; demos use lower seeds) through the ROS
 # graph in eval mode; table with a 95 % interval, out/eval/eval.json and eval.png. EVAL_ARGS e.g.
-# "--checkpoint DIR", "--checkpoint DIR --planning" (best-of-8 with the policy's own world model
-# + value) or "--checkpoint DIR --planning --planning-checkpoint PLANNING_DIR --out out/eval_planning".
+# "--checkpoint DIR", "--checkpoint DIR --planning" (best-of-8 with DIR_planning beside it when
+# there, as for the shipped model, else DIR's own world model + value) or "--checkpoint DIR
+# --planning --planning-checkpoint PLANNING_DIR --out out/eval_planning".
 eval: setup
 	$(VENV)/bin/cosmos-policy-ros eval --config config/aloha.yaml --out out/eval $(EVAL_ARGS)
 

@@ -127,3 +127,18 @@ def test_demos_in_worker_processes_write_the_same_files_in_seed_order(tmp_path):
         assert np.array_equal(one.qpos, two.qpos) and np.array_equal(one.action, two.action)
         assert np.array_equal(one.frame("cam_high", 0), two.frame("cam_high", 0))
     assert (runs[1] / "dataset_statistics.json").read_text() == (runs[2] / "dataset_statistics.json").read_text()
+
+
+def test_eval_planning_defaults_to_the_planning_model_beside_the_policy(tmp_path):
+    from cosmos_policy_ros.learning.evaluation import companion_planning_checkpoint
+    from cosmos_policy_ros.model.checkpoint import shipped_checkpoint
+
+    policy = tmp_path / "robot_policy"
+    policy.mkdir()
+    assert companion_planning_checkpoint(policy) is None and companion_planning_checkpoint("") is None
+    (tmp_path / "robot_policy_planning").mkdir()
+    assert companion_planning_checkpoint(policy) is None  # not a checkpoint folder
+    (tmp_path / "robot_policy_planning" / "cosmos_policy.json").write_text("{}")
+    assert companion_planning_checkpoint(policy) == tmp_path / "robot_policy_planning"
+    shipped = shipped_checkpoint("aloha_sim_transfer_cube")
+    assert companion_planning_checkpoint(shipped) == shipped.with_name("aloha_sim_transfer_cube_planning")

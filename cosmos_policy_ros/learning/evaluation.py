@@ -97,6 +97,19 @@ def planning_stats(policy_log: Path) -> dict | None:
             "planner_time": found[5]}
 
 
+PLANNING_SUFFIX = "_planning"
+
+
+def companion_planning_checkpoint(policy_checkpoint: str | Path) -> Path | None:
+    """The planning model fine-tuned for ``policy_checkpoint``: the folder of the same name plus
+    ``_planning`` beside it (``make embedded-planning-model`` writes the shipped one there), or None."""
+    if not policy_checkpoint:
+        return None
+    folder = Path(policy_checkpoint)
+    companion = folder.with_name(folder.name + PLANNING_SUFFIX)
+    return companion if (companion / "cosmos_policy.json").is_file() else None
+
+
 def planning_overrides(config) -> dict:
     """Eval mode with planning: the policy waits for the planner (up to most of the sim's
     longest chunk wait) instead of falling back to candidate 0 after the real-time deadline;
@@ -188,7 +201,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="plan best-of-N with planner_node, the config's settings (official ALOHA: N = 8, "
                              "3 future x 5 value samples, majority mean)")
     parser.add_argument("--planning-checkpoint", default="",
-                        help="planning model folder (default: the policy checkpoint's own world model + value)")
+                        help="planning model folder (default: the policy checkpoint's '<name>_planning' folder beside "
+                             "it when there, as for the shipped embedded model, else the policy checkpoint's own "
+                             "world model + value; pass the policy checkpoint to force that)")
     parser.add_argument("--candidate-noise", type=float, default=None, metavar="RAD",
                         help="with --planning: planning.candidate_noise_rad (candidates 1..N-1 moved by one Gaussian "
                              "offset per arm joint; default: the config's)")
@@ -222,7 +237,11 @@ def run_eval(args: argparse.Namespace) -> int:
     planning_checkpoint = getattr(args, "planning_checkpoint", "") or ""
     overrides = {}
     if args.planning:
-        planning_checkpoint = planning_checkpoint or checkpoint
+        if not planning_checkpoint:
+            companion = companion_planning_checkpoint(checkpoint)
+            planning_checkpoint = str(companion) if companion else checkpoint
+            print(f"[eval] planning checkpoint: {planning_checkpoint} "
+                  f"({'the policy checkpoint ' + PLANNING_SUFFIX + ' folder beside it' if companion else 'the policy checkpoint itself: its own world model + value'})")
         overrides = planning_overrides(config)
         from cosmos_policy_ros.model.hub import looks_like_hub_id
 
