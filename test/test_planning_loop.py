@@ -375,7 +375,7 @@ def test_planning_candidates_are_clamped_to_the_limits_the_executor_enforces():
     assert clamped.predicted_value == 0.3
 
 
-def test_eval_with_planning_defaults_to_the_policy_checkpoint_and_reports_an_interval(tmp_path):
+def test_eval_with_planning_defaults_to_the_planning_model_beside_the_policy_and_reports_an_interval(tmp_path):
     pytest.importorskip("rclpy")
     pytest.importorskip("gym_aloha")
     from cosmos_policy_ros.cli import main
@@ -386,13 +386,14 @@ def test_eval_with_planning_defaults_to_the_policy_checkpoint_and_reports_an_int
     report = json.loads((out / "eval.json").read_text())
     summary = report["summary"]
     planning = summary["planning"]
-    assert planning["checkpoint"] == str(TINY) and summary["checkpoint"] == str(TINY)
+    companion = TINY.with_name(TINY.name + "_planning")  # tiny_cosmos_planning, shipped beside it
+    assert planning["checkpoint"] == str(companion) and summary["checkpoint"] == str(TINY)
     assert (planning["num_candidates"], planning["num_future_samples"], planning["num_value_samples"],
             planning["aggregation"]) == (8, 3, 5, "majority_mean")
     assert planning["stats"]["planned"] >= 1 and planning["stats"]["fallbacks"] == "none", planning
     assert summary["success_rate_ci95"] == [0.0, pytest.approx(0.7935, abs=1e-3)]  # Wilson, 0 of 1
     assert "planner ready" in (out / "logs" / "planner_node.log").read_text()
-    assert str(TINY) in (out / "logs" / "planner_node.log").read_text()
+    assert str(companion) in (out / "logs" / "planner_node.log").read_text()
 
 
 def test_eval_table_compares_reports_on_the_same_seeds_only():

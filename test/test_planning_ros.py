@@ -50,6 +50,24 @@ def make_obs():
                        images={cam: rng.integers(0, 256, (120, 160, 3), dtype=np.uint8) for cam in CAMERAS})
 
 
+def planning_config(tmp_path, **planning):
+    """config/aloha.yaml with planning on and ``planning`` overrides, written to tmp_path."""
+    raw = yaml.safe_load(load_config("aloha").path.read_text())
+    raw["planning"].update(enabled=True, **planning)
+    (tmp_path / "robot.yaml").write_text(yaml.safe_dump(raw))
+    return load_config(tmp_path / "robot.yaml")
+
+
+def private_node(monkeypatch, name):
+    """A node in a fresh rclpy context on a private domain (this process joins it), and its env."""
+    env = ros_env()
+    for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE"):
+        monkeypatch.setenv(key, env[key])
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+    return rclpy.create_node(name, context=context), context, env
+
+
 @pytest.fixture
 def graph_and_client(tmp_path, monkeypatch):
     from rclpy.executors import MultiThreadedExecutor
@@ -58,19 +76,9 @@ def graph_and_client(tmp_path, monkeypatch):
     from cosmos_policy_ros.nodes.common import reliable_qos
     from cosmos_policy_ros.nodes.planning_client import PlanningClient
 
-    raw = yaml.safe_load(load_config("aloha").path.read_text())
-    raw["planning"].update(enabled=True, num_candidates=4, num_future_samples=2, num_value_samples=2,
-                           deadline_s=DEADLINE_S)
-    config_path = tmp_path / "robot.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
-    config = load_config(config_path)
-
-    env = ros_env()
-    for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE"):
-        monkeypatch.setenv(key, env[key])
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
-    node = rclpy.create_node("policy_side", context=context)
+    config = planning_config(tmp_path, num_candidates=4, num_future_samples=2, num_value_samples=2,
+                             deadline_s=DEADLINE_S)
+    node, context, env = private_node(monkeypatch, "policy_side")
     client = PlanningClient(node, config, RandomCandidatePolicy())
     imagined = []
     node.create_subscription(Image, "planner/imagination/cam_high", imagined.append, reliable_qos(2))
@@ -151,16 +159,8 @@ def test_moved_candidates_reach_the_planner_with_candidate_zero_unchanged(tmp_pa
     from cosmos_policy_ros.nodes.common import reliable_qos
     from cosmos_policy_ros.nodes.planning_client import PlanningClient
 
-    raw = yaml.safe_load(load_config("aloha").path.read_text())
-    raw["planning"].update(enabled=True, num_candidates=4, deadline_s=0.3, candidate_noise_rad=0.05)
-    (tmp_path / "robot.yaml").write_text(yaml.safe_dump(raw))
-    config = load_config(tmp_path / "robot.yaml")
-    env = ros_env()
-    for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE"):
-        monkeypatch.setenv(key, env[key])
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
-    node = rclpy.create_node("policy_side_noise", context=context)
+    config = planning_config(tmp_path, num_candidates=4, deadline_s=0.3, candidate_noise_rad=0.05)
+    node, context, _ = private_node(monkeypatch, "policy_side_noise")
     requests = []
     node.create_subscription(PlanRequest, "planner/request", requests.append, reliable_qos(2))
     executor = SingleThreadedExecutor(context=context)
