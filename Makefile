@@ -62,7 +62,8 @@ embedded-model-finetune: setup
 # Rebuild the embedded planning checkpoint from the embedded policy (issue 11): demonstrations
 # (reused from `make embedded-model`'s work folder when there, else generated) + 50 rollouts of
 # the policy through the ROS graph (seeds 200000-200049, eval mode, recorder on) -> planning
-# fine-tune (world model + value, official mix). Stages resume. PLANNING_ARGS e.g.
+# fine-tune (world model + value, official mix). Stages resume. The shipped one (session 9) used
+# PLANNING_ARGS="--episodes 40" (seeds 200000-200039) and the recipe's 60 demonstrations. PLANNING_ARGS e.g.
 # "--episodes 100 --action-noise 0.05" or "--rollouts DIR" (an existing collect-rollouts dataset).
 PLANNING_CHECKPOINT := cosmos_policy_ros/checkpoints/aloha_sim_transfer_cube_planning
 EMBEDDED_DEMOS := out/embedded_model/demos
