@@ -47,7 +47,7 @@ eval: setup
 
 # Rebuild the embedded default checkpoint's CPU stage from nothing: 60 scripted-expert demonstrations ->
 # small Wan VAE -> small Cosmos Policy (the shipped weights are this fine-tuned on a GPU:
-# scripts/gpu_finetune_embedded.sh) (measured: about 95-100 minutes on 2 CPU cores, see
+# scripts/gpu_finetune_embedded.sh) (measured: 73 minutes alone on 2 CPU cores, see
 # docs/training.md; stages resume). Demonstrations render in 2 processes (same files as 1).
 embedded-model: setup
 	$(VENV)/bin/cosmos-policy-ros embedded-model --work out/embedded_model --workers 2 \

@@ -4,8 +4,8 @@
 # docs/training.md, "Training on a GPU host from packed data", says what ran and what came of it.
 #
 # Needs in .gpu/ (carried): whl/ (diffusers, importlib_metadata, zipp wheels; skipped when
-# diffusers imports), vae/ (the embedded VAE), stats/dataset_statistics.json and the packs
-# named in VARIANTS. Run from the repository root:
+# diffusers imports), the packs named in VARIANTS and, for a fresh start (small or medium),
+# vae/ (the embedded VAE) and stats/dataset_statistics.json. Run from the repository root:
 #     BUDGET=450 OUT=/tmp/out bash scripts/gpu_train_packed.sh
 # Each variant: name:start:pack[:lr], where start is a transformer size for a fresh model (small:
 # 6 layers x 4 heads x 32, the CPU recipe's; medium: 8 x 6 x 32; trained with the pack's
@@ -35,17 +35,27 @@ export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1
 mkdir -p "$WORK" "$OUT"
 nvidia-smi -L 2>/dev/null || true
 
-python3 - "$WORK" <<'EOF' || exit 1
+# Fresh start checkpoints only for the sizes a variant asks for (a folder start needs none).
+sizes=""
+for spec in $VARIANTS; do
+    IFS=: read -r _ start _ _ <<<"$spec"
+    [ -d "$start" ] || sizes="$sizes $start"
+done
+python3 - "$WORK" $sizes <<'EOF' || exit 1
 import sys, time
 from dataclasses import replace
 from pathlib import Path
 import torch, diffusers
 from cosmos_policy_ros.learning.embedded_model import EmbeddedRecipe, initial_checkpoint
 print(f"torch {torch.__version__} (cuda {torch.cuda.is_available()}), diffusers {diffusers.__version__}", flush=True)
-work = Path(sys.argv[1])
-for name, recipe in (("small", EmbeddedRecipe()), ("medium", replace(EmbeddedRecipe(), num_layers=8, num_attention_heads=6))):
-    initial_checkpoint(Path(".gpu/vae"), Path(".gpu/stats"), recipe).save_pretrained(work / f"{name}_initial")
-print("initial checkpoints written", flush=True)
+work, wanted = Path(sys.argv[1]), set(sys.argv[2:])
+sizes = {"small": EmbeddedRecipe(), "medium": replace(EmbeddedRecipe(), num_layers=8, num_attention_heads=6)}
+unknown = wanted - set(sizes)
+if unknown:
+    sys.exit(f"[gpu] unknown start {sorted(unknown)}: a checkpoint folder or one of {sorted(sizes)}")
+for name in sorted(wanted):
+    initial_checkpoint(Path(".gpu/vae"), Path(".gpu/stats"), sizes[name]).save_pretrained(work / f"{name}_initial")
+print(f"initial checkpoints written: {sorted(wanted) or 'none needed'}", flush=True)
 EOF
 
 names=()
