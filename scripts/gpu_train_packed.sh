@@ -3,7 +3,7 @@
 # (`cosmos-policy-ros pack-dataset`), for a lent GPU machine with no sim and no network.
 # docs/training.md, "Training on a GPU host from packed data", says what ran and what came of it.
 #
-# Needs in .gpu/ (carried): whl/ (diffusers, importlib_metadata, zipp wheels; skipped when
+# Needs in GPU_DIR (default .gpu/, carried): whl/ (diffusers, importlib_metadata, zipp wheels; skipped when
 # diffusers imports), the packs named in VARIANTS and, for a fresh start (small or medium),
 # vae/ (the embedded VAE) and stats/dataset_statistics.json. Run from the repository root:
 #     BUDGET=450 OUT=/tmp/out bash scripts/gpu_train_packed.sh
@@ -18,6 +18,7 @@ BUDGET=${BUDGET:-450}
 HARD=$((BUDGET + 50))
 OUT=${OUT:?set OUT to the folder that comes back}
 WORK=${WORK:-/tmp/gpu_train}
+GPU_DIR=${GPU_DIR:-.gpu}
 DEVICE=${DEVICE:-cuda}
 BATCH=${BATCH:-256}
 LR=${LR:-3e-4}
@@ -28,7 +29,7 @@ started=$(date +%s)
 
 if ! python3 -c "import diffusers" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        .gpu/whl/*.whl || exit 1
+        "$GPU_DIR"/whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1
@@ -41,20 +42,20 @@ for spec in $VARIANTS; do
     IFS=: read -r _ start _ _ <<<"$spec"
     [ -d "$start" ] || sizes="$sizes $start"
 done
-python3 - "$WORK" $sizes <<'EOF' || exit 1
+python3 - "$WORK" "$GPU_DIR" $sizes <<'EOF' || exit 1
 import sys, time
 from dataclasses import replace
 from pathlib import Path
 import torch, diffusers
 from cosmos_policy_ros.learning.embedded_model import EmbeddedRecipe, initial_checkpoint
 print(f"torch {torch.__version__} (cuda {torch.cuda.is_available()}), diffusers {diffusers.__version__}", flush=True)
-work, wanted = Path(sys.argv[1]), set(sys.argv[2:])
+work, gpu_dir, wanted = Path(sys.argv[1]), Path(sys.argv[2]), set(sys.argv[3:])
 sizes = {"small": EmbeddedRecipe(), "medium": replace(EmbeddedRecipe(), num_layers=8, num_attention_heads=6)}
 unknown = wanted - set(sizes)
 if unknown:
     sys.exit(f"[gpu] unknown start {sorted(unknown)}: a checkpoint folder or one of {sorted(sizes)}")
 for name in sorted(wanted):
-    initial_checkpoint(Path(".gpu/vae"), Path(".gpu/stats"), sizes[name]).save_pretrained(work / f"{name}_initial")
+    initial_checkpoint(gpu_dir / "vae", gpu_dir / "stats", sizes[name]).save_pretrained(work / f"{name}_initial")
 print(f"initial checkpoints written: {sorted(wanted) or 'none needed'}", flush=True)
 EOF
 
@@ -64,7 +65,7 @@ for spec in $VARIANTS; do
     IFS=: read -r name start pack lr <<<"$spec"
     names+=("$name")
     if [ -d "$start" ]; then init=$start stats=checkpoint; else init=$WORK/${start}_initial stats=dataset; fi
-    python3 -m cosmos_policy_ros.cli train --checkpoint "$init" --packed ".gpu/$pack" \
+    python3 -m cosmos_policy_ros.cli train --checkpoint "$init" --packed "$GPU_DIR/$pack" \
         --out "$WORK/$name" --steps 200000 --batch-size "$BATCH" --lr "${lr:-$LR}" --lr-schedule official \
         --warmup-steps "$WARMUP" --no-augment --stats "$stats" --task "transfer the cube" --seed 0 --device "$DEVICE" --save-every 250 \
         --log-every 100 --time-budget "$BUDGET" >"$WORK/$name.log" 2>&1 &

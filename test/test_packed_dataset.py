@@ -93,3 +93,52 @@ def test_cli_packs_and_trains_on_the_pack_with_its_statistics(tmp_path, folders)
     saved = json.loads((out / "dataset_statistics.json").read_text())
     assert saved["actions_max"] == [1.0] * 14
     assert run_train(parser.parse_args([*common, "--packed", str(pack), "--data", str(demos)])) == 2
+
+
+def _run_gpu_script(tmp_path, variants: str, out: str) -> subprocess.CompletedProcess:
+    """scripts/gpu_train_packed.sh on the CPU, with this interpreter first on PATH."""
+    import os
+
+    env = dict(os.environ, PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", VARIANTS=variants,
+               GPU_DIR=str(tmp_path / "gpu"), BUDGET="8", DEVICE="cpu", BATCH="2", OUT=str(tmp_path / out),
+               WORK=str(tmp_path / f"{out}_work"), OMP_NUM_THREADS="1")
+    return subprocess.run(["bash", "scripts/gpu_train_packed.sh"], capture_output=True, text=True, cwd=REPO,
+                          env=env, timeout=300)
+
+
+def test_gpu_script_fine_tunes_a_checkpoint_folder_from_a_pack_and_refuses_an_unknown_start(tmp_path, folders):
+    """The GPU stage's script (run on lent GPU hosts only) on the CPU: a folder start needs no
+    fresh start checkpoints (nor the VAE and statistics they are built from), the run comes
+    back as tar parts that unpack to a trained checkpoint; a start that is neither a folder
+    nor a known size stops it with a message naming it."""
+    import tarfile
+
+    from safetensors.torch import load_file
+
+    demos, _ = folders
+    tiny = build_tiny_checkpoint(tmp_path / "tiny", seed=0)
+    (tmp_path / "gpu").mkdir()
+    packed = subprocess.run([sys.executable, "-m", "cosmos_policy_ros.cli", "pack-dataset", "--checkpoint", str(tiny),
+                             "--data", str(demos), "--cropped-only", "--out", str(tmp_path / "gpu" / "demos.npz")],
+                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert packed.returncode == 0, packed.stderr
+
+    run = _run_gpu_script(tmp_path, f"T:{tiny}:demos.npz:1e-3", "out")
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "initial checkpoints written: none needed" in run.stdout
+    parts = sorted((tmp_path / "out").glob("T.tar.part_*"))
+    assert parts, run.stdout[-2000:]
+    joined = tmp_path / "T.tar"
+    joined.write_bytes(b"".join(p.read_bytes() for p in parts))
+    with tarfile.open(joined) as tar:
+        tar.extractall(tmp_path / "back", filter="data")
+    back = tmp_path / "back" / "T"
+    assert (back / "cosmos_policy.json").is_file() and not (back / "vae").exists()
+    start = load_file(next((tiny / "transformer").glob("*.safetensors")))
+    trained = load_file(next((back / "transformer").glob("*.safetensors")))
+    assert start.keys() == trained.keys()
+    assert any(not (start[k] == trained[k]).all() for k in start), "the run did not change any weight"
+
+    bad = _run_gpu_script(tmp_path, "T:no_such_start:demos.npz", "out_bad")
+    assert bad.returncode != 0
+    assert "unknown start ['no_such_start']" in bad.stdout + bad.stderr
