@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -75,14 +76,19 @@ def test_a_pack_for_other_preprocessing_or_without_uncropped_frames_is_refused_c
         PackedDataset(config, tmp_path / "missing.npz")
 
 
+def _pack_cli(checkpoint, demos, pack) -> subprocess.CompletedProcess:
+    run = subprocess.run([sys.executable, "-m", "cosmos_policy_ros.cli", "pack-dataset", "--checkpoint", str(checkpoint),
+                          "--data", str(demos), "--cropped-only", "--out", str(pack)],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert run.returncode == 0, run.stderr
+    return run
+
+
 def test_cli_packs_and_trains_on_the_pack_with_its_statistics(tmp_path, folders):
     demos, _ = folders
     tiny = build_tiny_checkpoint(tmp_path / "tiny", seed=0)
     pack = tmp_path / "demos.npz"
-    run = subprocess.run([sys.executable, "-m", "cosmos_policy_ros.cli", "pack-dataset", "--checkpoint", str(tiny),
-                          "--data", str(demos), "--cropped-only", "--out", str(pack)],
-                         capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert run.returncode == 0, run.stderr
+    run = _pack_cli(tiny, demos, pack)
     assert "2 episodes, 18 samples" in run.stdout
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)
@@ -97,8 +103,6 @@ def test_cli_packs_and_trains_on_the_pack_with_its_statistics(tmp_path, folders)
 
 def _run_gpu_script(tmp_path, variants: str, out: str) -> subprocess.CompletedProcess:
     """scripts/gpu_train_packed.sh on the CPU, with this interpreter first on PATH."""
-    import os
-
     env = dict(os.environ, PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", VARIANTS=variants,
                GPU_DIR=str(tmp_path / "gpu"), BUDGET="8", DEVICE="cpu", BATCH="2", OUT=str(tmp_path / out),
                WORK=str(tmp_path / f"{out}_work"), OMP_NUM_THREADS="1")
@@ -118,10 +122,7 @@ def test_gpu_script_fine_tunes_a_checkpoint_folder_from_a_pack_and_refuses_an_un
     demos, _ = folders
     tiny = build_tiny_checkpoint(tmp_path / "tiny", seed=0)
     (tmp_path / "gpu").mkdir()
-    packed = subprocess.run([sys.executable, "-m", "cosmos_policy_ros.cli", "pack-dataset", "--checkpoint", str(tiny),
-                             "--data", str(demos), "--cropped-only", "--out", str(tmp_path / "gpu" / "demos.npz")],
-                            capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert packed.returncode == 0, packed.stderr
+    _pack_cli(tiny, demos, tmp_path / "gpu" / "demos.npz")
 
     run = _run_gpu_script(tmp_path, f"T:{tiny}:demos.npz:1e-3", "out")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
